@@ -1,0 +1,1 @@
+//! In-kernel parts of cowfs: eBPF programs and their loader, Landlock, kernel feature probes.

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of cowfs: lints, unit tests, end-to-end tests that mount for real, and the
+# conformance suites. Needs root and /dev/fuse. Installs what it needs first (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== build"
+# The end-to-end tests run the real binaries from target/debug.
+cargo build --workspace --bins
+
+echo "== unit and end-to-end tests"
+cargo test --workspace
+
+echo "== all tests passed"

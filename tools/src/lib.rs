@@ -1,0 +1,7 @@
+//! Command-line front ends of cowfs.
+//!
+//! Each command lives in its own module with a clap `Args` struct and a `run` function, so that
+//! `cowfs <cmd>` and the familiar standalone name (`vhashify`, `vdu`, …) share one code path.
+//! The business logic lives in the library crates; these modules parse, call and report.
+
+pub mod common;
