@@ -1,5 +1,7 @@
 //! Support code shared by the end-to-end tests (`tests/`) and scenario benchmarks (`benches/`):
-//! locating the built binaries and restoring the guest-root corpus.
+//! locating the built binaries, restoring the guest-root corpus, and benchmark reports.
+
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
