@@ -1,0 +1,225 @@
+//! Read-path benchmark (issue 5): the same guest root and 1 GiB file served by a native
+//! directory, kernel overlayfs, fuse-overlayfs and cowfs, cold and warm, medians of N runs.
+//!
+//!     cargo bench --bench read_path -- [--runs 5] [--targets a,b] [--workloads a,b] [--no-cold]
+//!
+//! Prints a Markdown table and writes it with an SVG chart under `docs/benchmarks/`.
+//! Needs root, the corpus (`scripts/install-deps.sh --bench`) and fio, fuse-overlayfs.
+
+mod data;
+mod targets;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cowfs::report::{self, BarGroup, Table};
+
+use crate::targets::Target;
+use crate::workloads::{Metric, Workload};
+
+#[derive(Parser, Debug)]
+#[command(about = "Read-path benchmark of cowfs against native, overlayfs and fuse-overlayfs")]
+struct Args {
+    /// Measured runs per (target, workload, cache state); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Only these targets (native, overlayfs, fuse-overlayfs, cowfs, cowfs-nopt).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Only these workloads (seqread, randread, walk, smallread, untar, copyup, dpkg).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Option<Vec<String>>,
+    /// Skip the cold-cache runs.
+    #[arg(long)]
+    no_cold: bool,
+    /// Scratch directory for the data set and the mounts (on the filesystem under test).
+    #[arg(long, default_value = "/var/tmp/cowfs-bench-read")]
+    dir: PathBuf,
+    /// Where the Markdown report and the chart go.
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// Medians keyed by (workload, cold?) then target name.
+type Results = BTreeMap<(String, bool), BTreeMap<String, f64>>;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    let data = data::DataSet::prepare(&args.dir).context("preparing the data set")?;
+    let targets: Vec<Target> = targets::all()
+        .into_iter()
+        .filter(|t| selected(&args.targets, t.name))
+        .collect();
+    let workloads: Vec<Workload> = workloads::all()
+        .into_iter()
+        .filter(|w| selected(&args.workloads, w.name))
+        .collect();
+
+    let mut results = Results::new();
+    for target in &targets {
+        for workload in &workloads {
+            for cold in [true, false] {
+                if cold && args.no_cold {
+                    continue;
+                }
+                let samples = workloads::measure(target, workload, &data, cold, args.runs)
+                    .with_context(|| {
+                        format!("{} on {} ({})", workload.name, target.name, state(cold))
+                    })?;
+                let median = report::median(&samples).unwrap_or(f64::NAN);
+                eprintln!(
+                    "{:>14} {:>9} {:>4}: {} (runs: {})",
+                    target.name,
+                    workload.name,
+                    state(cold),
+                    workload.metric.format(median),
+                    samples
+                        .iter()
+                        .map(|s| workload.metric.format(*s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                results
+                    .entry((workload.name.to_string(), cold))
+                    .or_default()
+                    .insert(target.name.to_string(), median);
+            }
+        }
+    }
+
+    let mut markdown = render(&results, &targets, &workloads, args.runs);
+    markdown.push_str(&daemon_memory(&targets, &data)?);
+    println!("{markdown}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("read-path.md"), &markdown)?;
+    for cold in [false, true] {
+        let groups = chart_groups(&results, &targets, &workloads, cold);
+        if groups.is_empty() {
+            continue;
+        }
+        let path = args.out.join(format!("read-path-{}.svg", state(cold)));
+        report::grouped_bar_chart(
+            &path,
+            &format!(
+                "Read path, {} cache: time relative to native (lower is better)",
+                state(cold)
+            ),
+            "× native",
+            &groups,
+        )
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Peak RSS of each FUSE daemon after a metadata walk of all three corpus guests.
+fn daemon_memory(targets: &[Target], data: &data::DataSet) -> Result<String> {
+    let mut table = Table::new(&["target", "daemon peak RSS after walking g1, g2, g3"]);
+    for target in targets {
+        let mounted = target.mount(data)?;
+        if mounted.daemon.is_none() {
+            continue;
+        }
+        for guest in ["g1", "g2", "g3"] {
+            workloads::walk_tree(&mounted.root.join(guest))?;
+        }
+        let rss = mounted
+            .daemon_peak_rss()
+            .with_context(|| format!("reading the peak RSS of {}'s daemon", target.name))?;
+        table.row(&[
+            target.name.to_string(),
+            format!("{:.1} MiB", rss as f64 / 1048576.0),
+        ]);
+    }
+    Ok(format!("\n## Daemon memory\n\n{}", table.to_markdown()))
+}
+
+fn selected(filter: &Option<Vec<String>>, name: &str) -> bool {
+    filter
+        .as_ref()
+        .is_none_or(|names| names.iter().any(|n| n == name))
+}
+
+fn state(cold: bool) -> &'static str {
+    if cold { "cold" } else { "warm" }
+}
+
+fn render(results: &Results, targets: &[Target], workloads: &[Workload], runs: usize) -> String {
+    let mut headers = vec!["workload".to_string(), "cache".to_string()];
+    headers.extend(targets.iter().map(|t| t.name.to_string()));
+    headers.push("vs native / vs overlayfs (last target)".to_string());
+    let mut table = Table::new(&headers);
+    for workload in workloads {
+        for cold in [false, true] {
+            let Some(by_target) = results.get(&(workload.name.to_string(), cold)) else {
+                continue;
+            };
+            let mut row = vec![workload.name.to_string(), state(cold).to_string()];
+            for t in targets {
+                row.push(
+                    by_target
+                        .get(t.name)
+                        .map_or("–".into(), |v| workload.metric.format(*v)),
+                );
+            }
+            let last = targets.last().and_then(|t| by_target.get(t.name)).copied();
+            let rel = |base: &str| match (last, by_target.get(base)) {
+                (Some(v), Some(b)) => {
+                    report::ratio_cell(workload.metric.as_time(v), workload.metric.as_time(*b))
+                }
+                _ => "–".to_string(),
+            };
+            row.push(format!("{} / {}", rel("native"), rel("overlayfs")));
+            table.row(&row);
+        }
+    }
+    format!(
+        "# Read-path benchmark\n\nMedians of {runs} runs. Time-like metrics: lower is better; \
+         MB/s and IOPS: higher is better. Ratios compare the last target's time to native's and \
+         overlayfs's (for throughput, the inverse ratio of throughputs).\n\n{}",
+        table.to_markdown()
+    )
+}
+
+fn chart_groups(
+    results: &Results,
+    targets: &[Target],
+    workloads: &[Workload],
+    cold: bool,
+) -> Vec<BarGroup> {
+    workloads
+        .iter()
+        .filter_map(|w| {
+            let by_target = results.get(&(w.name.to_string(), cold))?;
+            let native = w.metric.as_time(*by_target.get("native")?);
+            let values = targets
+                .iter()
+                .filter_map(|t| {
+                    let v = w.metric.as_time(*by_target.get(t.name)?);
+                    Some((t.name.to_string(), v / native))
+                })
+                .collect();
+            Some(BarGroup {
+                label: w.name.to_string(),
+                values,
+            })
+        })
+        .collect()
+}
+
+impl Metric {
+    /// Turns throughput into something that grows with time, so ratios read the same way.
+    fn as_time(self, value: f64) -> f64 {
+        match self {
+            Metric::Seconds => value,
+            Metric::MegabytesPerSecond | Metric::Iops => 1.0 / value,
+        }
+    }
+}
