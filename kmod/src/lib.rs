@@ -1,1 +1,9 @@
-//! In-kernel parts of cowfs: eBPF programs and their loader, Landlock, kernel feature probes.
+pub mod abi;
+pub mod bpf;
+pub mod cgroup;
+pub mod devices;
+mod error;
+pub mod mounts;
+pub mod net;
+pub mod object;
+pub use error::{Error, Result};
