@@ -134,7 +134,9 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> (Option<i32>, String
     let text = match errno {
         Some(code) => {
             let name = nix::errno::Errno::from_raw(code);
-            format!("{name:?} ({})", io::Error::from_raw_os_error(code))
+            let text = io::Error::from_raw_os_error(code).to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            format!("{name:?}: {text}")
         }
         None => err.to_string(),
     };
@@ -332,6 +334,45 @@ pub fn detach_all(cgroup: &ContextCgroup) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Ids of every BPF program loaded in the kernel (to check that nothing leaked).
+pub fn loaded_program_ids() -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Attaches an allow-all program to the cgroup directory `dir` on `hook` *exclusively* (without
+/// BPF_F_ALLOW_MULTI), as some other tool might: the kernel then refuses every program on that
+/// hook below it. Returns the program's id. This is how the tests make the kernel refuse a
+/// layer for real; [`detach_all_from`] undoes it.
+pub fn attach_exclusive(dir: &Path, hook: Hook) -> Result<u32> {
+    let name = match hook {
+        Hook::Device => abi::PROBE_CGROUP_DEVICE,
+        Hook::Sysctl => abi::PROBE_SYSCTL,
+        _ => abi::PROBE_SOCK_ADDR,
+    };
+    let mut ebpf = load_object()?;
+    let fd = load_cgroup_program(&mut ebpf, name).map_err(|why| Error::bpf(name, io::Error::other(why)))?;
+    let cgroup = std::fs::File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+    sys::prog_attach_flags(cgroup.as_fd(), fd.as_fd(), hook.attach_type(), 0)
+        .map_err(|e| Error::io(format!("attaching {name} to {}", dir.display()), e))?;
+    let ids = sys::prog_query(cgroup.as_fd(), hook.attach_type())
+        .map_err(|e| Error::io(format!("querying {}", dir.display()), e))?;
+    Ok(ids.first().copied().unwrap_or(0))
+}
+
+/// Detaches every program of `hook` from the cgroup directory `dir` (see [`attach_exclusive`]).
+pub fn detach_all_from(dir: &Path, hook: Hook) -> Result<()> {
+    let cgroup = std::fs::File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+    let what = |e| Error::io(format!("detaching from {}", dir.display()), e);
+    for id in sys::prog_query(cgroup.as_fd(), hook.attach_type()).map_err(what)? {
+        let prog = sys::prog_fd_by_id(id).map_err(what)?;
+        sys::prog_detach(cgroup.as_fd(), prog.as_fd(), hook.attach_type()).map_err(what)?;
+    }
+    Ok(())
 }
 
 /// The bpffs where cowfs pins, mounting one on /sys/fs/bpf if none is mounted (as systemd does
@@ -554,11 +595,20 @@ mod sys {
         prog: BorrowedFd<'_>,
         attach_type: u32,
     ) -> io::Result<()> {
+        prog_attach_flags(cgroup, prog, attach_type, BPF_F_ALLOW_MULTI)
+    }
+
+    pub fn prog_attach_flags(
+        cgroup: BorrowedFd<'_>,
+        prog: BorrowedFd<'_>,
+        attach_type: u32,
+        attach_flags: u32,
+    ) -> io::Result<()> {
         let mut attr = AttachAttr {
             target_fd: raw(cgroup),
             attach_bpf_fd: raw(prog),
             attach_type,
-            attach_flags: BPF_F_ALLOW_MULTI,
+            attach_flags,
             ..Default::default()
         };
         bpf(bpf_cmd::BPF_PROG_ATTACH, &mut attr).map(drop)
