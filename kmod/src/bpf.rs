@@ -747,4 +747,27 @@ mod tests {
             .collect();
         assert!(still.is_empty(), "programs {still:?} survived their detach");
     }
+
+    #[test]
+    fn a_layer_the_kernel_refuses_is_reported_and_not_half_attached() {
+        let cg = TestCgroup::new();
+        let parent = cg.0.path().parent().expect("instance dir").to_path_buf();
+        let exclusive = attach_exclusive(&parent, Hook::Sysctl).expect("exclusive attach");
+        let maps = net::maps(&[], net::Loopback::Deny);
+        let reports = attach_enforcement(
+            &cg.0,
+            &Policy {
+                devices: &devices::minimal(),
+                net: &maps,
+            },
+        )
+        .expect("attach");
+        detach_all_from(&parent, Hook::Sysctl).expect("detach the exclusive program");
+        let sysctl = reports.iter().find(|r| r.layer == "sysctl").expect("sysctl layer");
+        assert!(!sysctl.enforced && sysctl.detail.contains("EPERM"), "{sysctl:?}");
+        assert!(reports.iter().filter(|r| r.layer != "sysctl").all(|r| r.enforced), "{reports:?}");
+        assert!(exclusive > 0);
+        let names: Vec<String> = attached(&cg.0).expect("query").into_iter().map(|a| a.name).collect();
+        assert!(!names.iter().any(|n| n == abi::PROG_SYSCTL), "{names:?}");
+    }
 }

@@ -87,9 +87,20 @@ impl Contexts {
         assert!(!instance_dir.exists(), "cgroup {} left behind", instance_dir.display());
         let mounts = cowfs_kmod::mounts::under(root).expect("mountinfo");
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
-        let loaded = cowfs_kmod::bpf::loaded_program_ids();
-        let leaked: Vec<_> = program_ids.iter().filter(|id| loaded.contains(id)).collect();
-        assert!(leaked.is_empty(), "BPF programs left behind: {leaked:?}");
+        // Links are released by a kernel work item: give it a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let loaded = cowfs_kmod::bpf::loaded_program_ids();
+            let leaked: Vec<_> = program_ids.iter().filter(|id| loaded.contains(id)).collect();
+            if leaked.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "BPF programs left behind: {leaked:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let pins = Path::new("/sys/fs/bpf/cowfs").join(self.instance());
         assert!(!pins.exists(), "accounting pins left behind in {}", pins.display());
     }
