@@ -74,21 +74,47 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
     let b_root = guest(c.dir.path(), "b");
     std::fs::write(b_root.join("secret.txt"), "b's secret\n").expect("write");
     // A block device node inside A's root (a loop device: the host may open it).
-    sh(Command::new("mknod").arg(a_root.join("tmp/loop")).args(["b", "7", "0"]));
+    sh(Command::new("mknod")
+        .arg(a_root.join("tmp/loop"))
+        .args(["b", "7", "0"]));
     // A setuid-root copy of cat, and a copy with CAP_SYS_ADMIN as a file capability.
     for (copy, how) in [("tmp/suidcat", "suid"), ("tmp/capcat", "fcap")] {
         std::fs::copy(a_root.join("usr/bin/cat"), a_root.join(copy)).expect("copy cat");
         match how {
             "suid" => sh(Command::new("chmod").arg("4755").arg(a_root.join(copy))),
-            _ => sh(Command::new("setcap").arg("cap_sys_admin+ep").arg(a_root.join(copy))),
+            _ => sh(Command::new("setcap")
+                .arg("cap_sys_admin+ep")
+                .arg(a_root.join(copy))),
         }
     }
 
     let a = a_root.to_str().expect("utf-8");
     let b = b_root.to_str().expect("utf-8");
-    c.ok(&["create", "--xid", "201", "--name", "a", "--root", a, "--ip", "127.0.0.2"]);
-    c.ok(&["create", "--xid", "202", "--name", "b", "--root", b, "--ip", "127.0.0.3"]);
-    c.ok(&["create", "--xid", "203", "--name", "u", "--root", a, "--uid", "1000", "--gid", "1000"]);
+    c.ok(&[
+        "create",
+        "--xid",
+        "201",
+        "--name",
+        "a",
+        "--root",
+        a,
+        "--ip",
+        "127.0.0.2",
+    ]);
+    c.ok(&[
+        "create",
+        "--xid",
+        "202",
+        "--name",
+        "b",
+        "--root",
+        b,
+        "--ip",
+        "127.0.0.3",
+    ]);
+    c.ok(&[
+        "create", "--xid", "203", "--name", "u", "--root", a, "--uid", "1000", "--gid", "1000",
+    ]);
 
     // B runs a long sleep in the background.
     let mut b_run = Command::new(cowfs::bin("vcontext"))
@@ -110,7 +136,10 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
         {
             break pid;
         }
-        assert!(Instant::now() < deadline, "b's sleep never showed up: {rows}");
+        assert!(
+            Instant::now() < deadline,
+            "b's sleep never showed up: {rows}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
 
@@ -118,11 +147,13 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
     let host_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let host_port = host_listener.local_addr().expect("addr").port();
     let abstract_name = format!("cowfs-test-{}", std::process::id());
-    let abstract_addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
-        abstract_name.as_bytes(),
-    )
-    .expect("abstract address");
-    let _abstract = std::os::unix::net::UnixListener::bind_addr(&abstract_addr).expect("abstract listen");
+    let abstract_addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            abstract_name.as_bytes(),
+        )
+        .expect("abstract address");
+    let _abstract =
+        std::os::unix::net::UnixListener::bind_addr(&abstract_addr).expect("abstract listen");
 
     let b_dir = std::fs::File::open(&b_root).expect("open b's root");
     let b_fd = b_dir.as_raw_fd();
@@ -144,9 +175,17 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
         });
     }
     let out = a_cmd.output().expect("run a");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = parse(&out.stdout);
-    let get = |k: &str| r.get(k).cloned().unwrap_or_else(|| panic!("{k} missing in {r:?}"));
+    let get = |k: &str| {
+        r.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k} missing in {r:?}"))
+    };
 
     // Cannot read or write B's root, even through a descriptor to it (Landlock).
     assert_eq!(get("read_b"), errno(libc::EACCES));
@@ -184,7 +223,10 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
         .arg("/proc/self/status")
         .output()
         .expect("setpriv");
-    assert_eq!(status_field(&String::from_utf8_lossy(&host.stdout), "Uid"), "1000 0 0 0");
+    assert_eq!(
+        status_field(&String::from_utf8_lossy(&host.stdout), "Uid"),
+        "1000 0 0 0"
+    );
     // A binary with CAP_SYS_ADMIN as a file capability: the kernel refuses to execute it
     // rather than run it without the capability it demands (it cannot be granted).
     let fcap = c.vcontext(&["run", "a", "--", "/tmp/capcat", "/proc/self/status"]);
@@ -201,24 +243,50 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
     // The spectator (vps) sees every context and the host.
     let all = c.vps(&[]);
     let rows = all.as_array().expect("array");
-    let b_row = rows.iter().find(|r| r["pid"] == b_sleep).expect("b's sleep listed");
-    assert_eq!((b_row["xid"].as_u64(), b_row["context"].as_str()), (Some(202), Some("b")));
+    let b_row = rows
+        .iter()
+        .find(|r| r["pid"] == b_sleep)
+        .expect("b's sleep listed");
+    assert_eq!(
+        (b_row["xid"].as_u64(), b_row["context"].as_str()),
+        (Some(202), Some("b"))
+    );
     let me = std::process::id() as i64;
-    let my_row = rows.iter().find(|r| r["pid"] == me).expect("the test process listed");
+    let my_row = rows
+        .iter()
+        .find(|r| r["pid"] == me)
+        .expect("the test process listed");
     assert_eq!(my_row["xid"], 0);
     let host_only = c.vps(&["--xid", "0"]);
-    assert!(!host_only.as_array().expect("array").iter().any(|r| r["pid"] == b_sleep));
+    assert!(
+        !host_only
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|r| r["pid"] == b_sleep)
+    );
     let list = c.list();
-    let b_status = list.as_array().expect("array").iter().find(|s| s["name"] == "b").expect("b");
+    let b_status = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["name"] == "b")
+        .expect("b");
     assert_eq!(b_status["running"], true);
-    assert!(b_status["execs"].as_u64().expect("execs counted") >= 1, "{b_status}");
+    assert!(
+        b_status["execs"].as_u64().expect("execs counted") >= 1,
+        "{b_status}"
+    );
 
     // The host is unaffected.
     std::fs::File::open(a_root.join("tmp/loop")).expect("the host opens the block device");
     std::net::TcpListener::bind("127.0.0.3:0").expect("the host binds B's address");
     let swappiness = std::fs::read_to_string("/proc/sys/vm/swappiness").expect("read sysctl");
     std::fs::write("/proc/sys/vm/swappiness", &swappiness).expect("the host writes a sysctl");
-    assert_eq!(std::fs::read_to_string(b_root.join("secret.txt")).expect("read"), "b's secret\n");
+    assert_eq!(
+        std::fs::read_to_string(b_root.join("secret.txt")).expect("read"),
+        "b's secret\n"
+    );
 
     // destroy leaves no cgroup, mount, BPF program or process behind.
     let b_programs = program_ids(&list, "b");
@@ -228,10 +296,16 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
     assert!(destroyed["killed"].as_u64().expect("killed") >= 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while b_run.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "`vcontext run b` outlived its context");
+        assert!(
+            Instant::now() < deadline,
+            "`vcontext run b` outlived its context"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!Path::new(&format!("/proc/{b_sleep}")).exists(), "b's sleep survived");
+    assert!(
+        !Path::new(&format!("/proc/{b_sleep}")).exists(),
+        "b's sleep survived"
+    );
     for name in ["a", "u"] {
         c.ok(&["destroy", name]);
     }

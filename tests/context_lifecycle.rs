@@ -20,24 +20,73 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     let root = c.dir.path().join("root");
     std::fs::create_dir(&root).expect("mkdir");
     let r = root.to_str().expect("utf-8");
-    c.ok(&["create", "--xid", "10", "--name", "web", "--root", r, "--ip", "127.0.0.9"]);
+    c.ok(&[
+        "create",
+        "--xid",
+        "10",
+        "--name",
+        "web",
+        "--root",
+        r,
+        "--ip",
+        "127.0.0.9",
+    ]);
     let before = c.list();
     let missing = c.dir.path().join("missing");
     let m = missing.to_str().expect("utf-8");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--xid", "10", "--name", "other"], "xid 10 is already used by context \"web\""),
-        (vec!["--xid", "11", "--name", "web"], "a context named \"web\" already exists"),
-        (vec!["--xid", "0", "--name", "h"], "xid 0 is reserved for the host"),
-        (vec!["--xid", "1", "--name", "s"], "xid 1 is reserved for the spectator"),
-        (vec!["--xid", "12", "--name", "x", "--root", m], "No such file or directory"),
-        (vec!["--xid", "12", "--name", "x", "--caps", "+sys_fly"], "unknown capability \"sys_fly\""),
-        (vec!["--xid", "12", "--name", "x", "--caps", "net_raw"], "invalid capability spec"),
-        (vec!["--xid", "12", "--name", "x", "--device", "c 1:x rw"], "invalid device spec"),
-        (vec!["--xid", "12", "--name", "x", "--device", "floppy"], "unknown device name"),
-        (vec!["--xid", "12", "--name", "x", "--ip", "127.0.0.300"], "invalid address \"127.0.0.300\""),
-        (vec!["--xid", "12", "--name", "x", "--ip", "0.0.0.0"], "wildcard address"),
-        (vec!["--xid", "12", "--name", "x", "--ip", "127.0.0.9"], "already belongs to context \"web\""),
-        (vec!["--xid", "12", "--name", "x", "--loopback", "open"], "invalid loopback mode"),
+        (
+            vec!["--xid", "10", "--name", "other"],
+            "xid 10 is already used by context \"web\"",
+        ),
+        (
+            vec!["--xid", "11", "--name", "web"],
+            "a context named \"web\" already exists",
+        ),
+        (
+            vec!["--xid", "0", "--name", "h"],
+            "xid 0 is reserved for the host",
+        ),
+        (
+            vec!["--xid", "1", "--name", "s"],
+            "xid 1 is reserved for the spectator",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--root", m],
+            "No such file or directory",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--caps", "+sys_fly"],
+            "unknown capability \"sys_fly\"",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--caps", "net_raw"],
+            "invalid capability spec",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--device", "c 1:x rw"],
+            "invalid device spec",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--device", "floppy"],
+            "unknown device name",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--ip", "127.0.0.300"],
+            "invalid address \"127.0.0.300\"",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--ip", "0.0.0.0"],
+            "wildcard address",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--ip", "127.0.0.9"],
+            "already belongs to context \"web\"",
+        ),
+        (
+            vec!["--xid", "12", "--name", "x", "--loopback", "open"],
+            "invalid loopback mode",
+        ),
     ];
     for (args, want) in cases {
         let mut full = vec!["create"];
@@ -47,16 +96,34 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         }
         let out = c.vcontext(&full);
         assert_eq!(out.status.code(), Some(1), "{full:?} should fail");
-        assert!(stderr(&out).contains(want), "{full:?}: {:?} lacks {want:?}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{full:?}: {:?} lacks {want:?}",
+            stderr(&out)
+        );
         assert_eq!(c.list(), before, "{full:?} changed the registry");
     }
     for args in [vec!["run", "nope", "--", "true"], vec!["destroy", "nope"]] {
         let out = c.vcontext(&args);
         assert_eq!(out.status.code(), Some(1));
-        assert!(stderr(&out).contains("no context named \"nope\""), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no context named \"nope\""),
+            "{}",
+            stderr(&out)
+        );
     }
     // Granting more than the secure profile works, and is audited.
-    c.ok(&["create", "--xid", "13", "--name", "priv", "--root", r, "--caps", "+net_raw,+sys_time"]);
+    c.ok(&[
+        "create",
+        "--xid",
+        "13",
+        "--name",
+        "priv",
+        "--root",
+        r,
+        "--caps",
+        "+net_raw,+sys_time",
+    ]);
     let audit = std::fs::read_to_string(c.state().join("audit.log")).expect("audit log");
     assert!(audit.contains("create context priv (xid 13) grants capabilities beyond the secure profile: +net_raw,+sys_time"), "{audit}");
 }
@@ -89,15 +156,27 @@ fn require_kernel_isolation_refuses_or_degrades_as_configured() {
     let c = Contexts::new();
     let root = context_support::guest(c.dir.path(), "g");
     let r = root.to_str().expect("utf-8");
-    c.ok(&["create", "--xid", "30", "--name", "strict", "--root", r, "--require-kernel-isolation"]);
+    c.ok(&[
+        "create",
+        "--xid",
+        "30",
+        "--name",
+        "strict",
+        "--root",
+        r,
+        "--require-kernel-isolation",
+    ]);
     c.ok(&["create", "--xid", "31", "--name", "lenient", "--root", r]);
-    let write_sysctl = "v=$(cat /proc/sys/vm/swappiness); echo $v > /proc/sys/vm/swappiness && echo written";
+    let write_sysctl =
+        "v=$(cat /proc/sys/vm/swappiness); echo $v > /proc/sys/vm/swappiness && echo written";
 
     let guard = ExclusiveSysctl::new(&c);
     let out = c.vcontext(&["run", "strict", "--", "/bin/sh", "-c", write_sysctl]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("kernel isolation is required but unavailable here: sysctl: attaching cowfs_sysctl"),
+        stderr(&out).contains(
+            "kernel isolation is required but unavailable here: sysctl: attaching cowfs_sysctl"
+        ),
         "{}",
         stderr(&out)
     );
@@ -107,14 +186,23 @@ fn require_kernel_isolation_refuses_or_degrades_as_configured() {
     let guard2 = ExclusiveSysctl::new(&c);
     let out = c.vcontext(&["run", "lenient", "--", "/bin/sh", "-c", write_sysctl]);
     let err = stderr(&out);
-    assert!(err.contains("context lenient runs WITHOUT sysctl isolation"), "{err}");
+    assert!(
+        err.contains("context lenient runs WITHOUT sysctl isolation"),
+        "{err}"
+    );
     assert!(err.contains("read-only /proc/sys"), "{err}");
     assert!(err.contains("Read-only file system"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("written"));
     // The per-run flag makes even the lenient context refuse. (The lenient run removed the
     // registry's cgroup directory when it stopped, and the exclusive program with it.)
     let guard3 = ExclusiveSysctl::new(&c);
-    let out = c.vcontext(&["run", "lenient", "--require-kernel-isolation", "--", "/bin/true"]);
+    let out = c.vcontext(&[
+        "run",
+        "lenient",
+        "--require-kernel-isolation",
+        "--",
+        "/bin/true",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     drop((guard3, guard2, guard));
 

@@ -355,8 +355,10 @@ pub fn attach_exclusive(dir: &Path, hook: Hook) -> Result<u32> {
         _ => abi::PROBE_SOCK_ADDR,
     };
     let mut ebpf = load_object()?;
-    let fd = load_cgroup_program(&mut ebpf, name).map_err(|why| Error::bpf(name, io::Error::other(why)))?;
-    let cgroup = std::fs::File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+    let fd = load_cgroup_program(&mut ebpf, name)
+        .map_err(|why| Error::bpf(name, io::Error::other(why)))?;
+    let cgroup =
+        std::fs::File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
     sys::prog_attach_flags(cgroup.as_fd(), fd.as_fd(), hook.attach_type(), 0)
         .map_err(|e| Error::io(format!("attaching {name} to {}", dir.display()), e))?;
     let ids = sys::prog_query(cgroup.as_fd(), hook.attach_type())
@@ -366,7 +368,8 @@ pub fn attach_exclusive(dir: &Path, hook: Hook) -> Result<u32> {
 
 /// Detaches every program of `hook` from the cgroup directory `dir` (see [`attach_exclusive`]).
 pub fn detach_all_from(dir: &Path, hook: Hook) -> Result<()> {
-    let cgroup = std::fs::File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+    let cgroup =
+        std::fs::File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
     let what = |e| Error::io(format!("detaching from {}", dir.display()), e);
     for id in sys::prog_query(cgroup.as_fd(), hook.attach_type()).map_err(what)? {
         let prog = sys::prog_fd_by_id(id).map_err(what)?;
@@ -763,11 +766,27 @@ mod tests {
         )
         .expect("attach");
         detach_all_from(&parent, Hook::Sysctl).expect("detach the exclusive program");
-        let sysctl = reports.iter().find(|r| r.layer == "sysctl").expect("sysctl layer");
-        assert!(!sysctl.enforced && sysctl.detail.contains("EPERM"), "{sysctl:?}");
-        assert!(reports.iter().filter(|r| r.layer != "sysctl").all(|r| r.enforced), "{reports:?}");
+        let sysctl = reports
+            .iter()
+            .find(|r| r.layer == "sysctl")
+            .expect("sysctl layer");
+        assert!(
+            !sysctl.enforced && sysctl.detail.contains("EPERM"),
+            "{sysctl:?}"
+        );
+        assert!(
+            reports
+                .iter()
+                .filter(|r| r.layer != "sysctl")
+                .all(|r| r.enforced),
+            "{reports:?}"
+        );
         assert!(exclusive > 0);
-        let names: Vec<String> = attached(&cg.0).expect("query").into_iter().map(|a| a.name).collect();
+        let names: Vec<String> = attached(&cg.0)
+            .expect("query")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
         assert!(!names.iter().any(|n| n == abi::PROG_SYSCTL), "{names:?}");
     }
 }

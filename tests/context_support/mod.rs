@@ -60,7 +60,11 @@ impl Contexts {
             .args(args)
             .output()
             .expect("run vps");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("vps --json is JSON")
     }
 
@@ -84,14 +88,21 @@ impl Contexts {
         let cgroup = self.cgroup(xid);
         assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
         let instance_dir = cgroup.parent().expect("parent").to_path_buf();
-        assert!(!instance_dir.exists(), "cgroup {} left behind", instance_dir.display());
+        assert!(
+            !instance_dir.exists(),
+            "cgroup {} left behind",
+            instance_dir.display()
+        );
         let mounts = cowfs_kmod::mounts::under(root).expect("mountinfo");
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
         // Links are released by a kernel work item: give it a moment.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         loop {
             let loaded = cowfs_kmod::bpf::loaded_program_ids();
-            let leaked: Vec<_> = program_ids.iter().filter(|id| loaded.contains(id)).collect();
+            let leaked: Vec<_> = program_ids
+                .iter()
+                .filter(|id| loaded.contains(id))
+                .collect();
             if leaked.is_empty() {
                 break;
             }
@@ -102,7 +113,11 @@ impl Contexts {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let pins = Path::new("/sys/fs/bpf/cowfs").join(self.instance());
-        assert!(!pins.exists(), "accounting pins left behind in {}", pins.display());
+        assert!(
+            !pins.exists(),
+            "accounting pins left behind in {}",
+            pins.display()
+        );
     }
 }
 

@@ -36,7 +36,9 @@ fn program_line(p: &ProgramLoad) -> String {
         p.error.as_deref().unwrap_or("?")
     );
     if p.errno == Some(EPERM) && matches!(p.program_type.as_str(), "lsm" | "fentry" | "fexit") {
-        line.push_str(" (refused by this kernel before the verifier ran; cowfs does not depend on it)");
+        line.push_str(
+            " (refused by this kernel before the verifier ran; cowfs does not depend on it)",
+        );
     }
     line
 }
@@ -72,11 +74,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     match &r.bpffs {
         Some(m) => println!("bpffs        {}", m.display()),
-        None => println!("bpffs        not mounted (cowfs mounts it on /sys/fs/bpf when a context starts)"),
+        None => println!(
+            "bpffs        not mounted (cowfs mounts it on /sys/fs/bpf when a context starts)"
+        ),
     }
     match &r.tracefs {
         Some(m) => println!("tracefs      {}", m.display()),
-        None => println!("tracefs      not mounted (classic tracepoints cannot attach; cowfs uses raw_tp)"),
+        None => println!(
+            "tracefs      not mounted (classic tracepoints cannot attach; cowfs uses raw_tp)"
+        ),
     }
     println!("kernel BTF   {}", yes(r.kernel_btf));
     let l = &r.landlock;

@@ -109,7 +109,8 @@ impl RootMounter for CowfsMount {
         // stderr goes to a file, not a pipe: a daemonized mount keeps its stderr open, and
         // reading a pipe to its end would wait for the daemon to exit.
         let log = std::env::temp_dir().join(format!("cowfs-mount-{}.log", std::process::id()));
-        let err_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err_file =
+            std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let status = Command::new(&cowfs)
             .arg("mount")
             .arg("-o")
@@ -136,7 +137,10 @@ impl RootMounter for CowfsMount {
         }
         match cowfs_kmod::mounts::is_mount_point(root) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!("`cowfs mount` succeeded but nothing is mounted on {}", root.display())),
+            Ok(false) => Err(format!(
+                "`cowfs mount` succeeded but nothing is mounted on {}",
+                root.display()
+            )),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -243,7 +247,11 @@ fn list(state: &StateDir, json: bool) -> anyhow::Result<ExitCode> {
             count(s.forks),
             count(s.execs),
             s.spec.caps.to_string(),
-            if addrs.is_empty() { "-".to_string() } else { addrs.join(",") },
+            if addrs.is_empty() {
+                "-".to_string()
+            } else {
+                addrs.join(",")
+            },
             s.spec.root.display()
         );
     }

@@ -39,7 +39,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{:>5} {:<12} {:<10} {:>7} {:>7} {:>5} {:>5} {:>9} {:>8} {:<7} {:<5} {:>8} COMMAND",
-        "XID", "CONTEXT", "USER", "PID", "PPID", "%CPU", "%MEM", "VSZ", "RSS", "TTY", "STAT", "TIME"
+        "XID",
+        "CONTEXT",
+        "USER",
+        "PID",
+        "PPID",
+        "%CPU",
+        "%MEM",
+        "VSZ",
+        "RSS",
+        "TTY",
+        "STAT",
+        "TIME"
     );
     for r in rows {
         println!(
