@@ -116,7 +116,7 @@ impl StateDir {
         f.write_all(line.as_bytes())
             .and_then(|()| f.sync_data())
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        tracing::warn!(target: "cowfs::audit", "{}", line.trim_end());
+        tracing::info!(target: "cowfs::audit", "{}", line.trim_end());
         Ok(())
     }
 

@@ -193,7 +193,8 @@ fn launch(
 ) -> Result<i32> {
     let (go_r, go_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let mut stack = vec![0u8; 256 * 1024];
+    // pid 1 runs ordinary Rust code (Landlock, capabilities) on this stack: be generous.
+    let mut stack = vec![0u8; 2 << 20];
     let flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
@@ -229,7 +230,9 @@ fn launch(
         let Ok(line) = line else { break };
         let mut parts = line.splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some("W"), Some(msg), _) => (opts.warn)(&format!("context {}: {msg}", ctx.name)),
+            (Some("W"), Some(_stage), Some(msg)) => {
+                (opts.warn)(&format!("context {}: {msg}", ctx.name))
+            }
             (Some("E"), Some(stage), Some(msg)) => {
                 failure = Some(Error::Setup {
                     name: ctx.name.clone(),
@@ -278,8 +281,9 @@ fn supervise(target: Pid, reap_all: bool) -> i32 {
 /// Reports a line to the parent on the status pipe.
 fn report(status: &OwnedFd, kind: &str, stage: &str, msg: &str) {
     let line = format!("{kind}\t{stage}\t{}\n", msg.replace(['\n', '\t'], " "));
-    let _ = std::fs::File::from(status.try_clone().expect("dup of the status pipe"))
-        .write_all(line.as_bytes());
+    if let Ok(fd) = status.try_clone() {
+        let _ = std::fs::File::from(fd).write_all(line.as_bytes());
+    }
 }
 
 /// pid 1 of the context. Never returns on success of the command's exec in its child.
