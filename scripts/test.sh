@@ -17,4 +17,9 @@ cargo build --workspace --bins
 echo "== unit and end-to-end tests"
 cargo test --workspace
 
+echo "== eBPF object: rebuild kmod/ebpf and compare with the committed object"
+# Installs rust-src and bpf-linker when it can; if it cannot, says so and the unit test on the
+# recorded source hash (cargo test above) is what guards against a stale object.
+scripts/build-ebpf.sh --check
+
 echo "== all tests passed"

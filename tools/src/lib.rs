@@ -5,3 +5,6 @@
 //! The business logic lives in the library crates; these modules parse, call and report.
 
 pub mod common;
+pub mod kernel;
+pub mod vcontext;
+pub mod vps;

@@ -1,0 +1,23 @@
+//! `vps`: the familiar name of `cowfs ps`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cowfs_tools::common::{self, GlobalArgs};
+use cowfs_tools::vps;
+
+/// Processes with their context id and name (the spectator's view: all contexts).
+#[derive(Parser, Debug)]
+#[command(name = "vps", version)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(flatten)]
+    args: vps::Args,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_tracing(cli.global.verbose);
+    common::exit_with(vps::run(cli.args))
+}
