@@ -1,5 +1,10 @@
 //! The cowfs union filesystem: union semantics as a plain library, and the FUSE adapter on top.
 
 pub mod attr;
+pub mod branch;
+pub mod copyup;
+pub mod inode;
+mod shard;
+pub mod sys;
 pub mod union;
 pub mod whiteout;

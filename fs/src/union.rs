@@ -189,7 +189,11 @@ pub fn read_dir<F: BranchFs>(
 }
 
 /// Whether the merged directory shows no entry at all (whiteouts and markers do not count).
-pub fn is_empty_dir<F: BranchFs>(fs: &F, dir_path: &Path, dir_layers: &[usize]) -> io::Result<bool> {
+pub fn is_empty_dir<F: BranchFs>(
+    fs: &F,
+    dir_path: &Path,
+    dir_layers: &[usize],
+) -> io::Result<bool> {
     Ok(read_dir(fs, dir_path, dir_layers)?.is_empty())
 }
 
@@ -324,8 +328,7 @@ pub(crate) mod fake {
                 .filter(|(p, _)| p.parent() == Some(dir.1.as_path()) && !p.as_os_str().is_empty())
                 .filter_map(|(p, e)| {
                     // Report character devices as getdents does: by type, not by number.
-                    p.file_name()
-                        .map(|n| (n.to_os_string(), e.stat.kind()))
+                    p.file_name().map(|n| (n.to_os_string(), e.stat.kind()))
                 })
                 .collect())
         }
@@ -392,7 +395,9 @@ mod tests {
     fn whiteout_hides_a_whole_lower_subtree() {
         let mut fs = FakeBranches::new(3);
         fs.dir(0, "etc").file(0, "etc/.wh.ssh");
-        fs.dir(2, "etc").dir(2, "etc/ssh").file(2, "etc/ssh/sshd_config");
+        fs.dir(2, "etc")
+            .dir(2, "etc/ssh")
+            .file(2, "etc/ssh/sshd_config");
         assert_eq!(find(&fs, "etc/ssh"), None);
         assert_eq!(find(&fs, "etc/ssh/sshd_config"), None);
         assert!(find(&fs, "etc").is_some());
@@ -459,8 +464,15 @@ mod tests {
     #[test]
     fn merged_listing_hides_whiteouts_markers_and_duplicates() {
         let mut fs = FakeBranches::new(3);
-        fs.dir(0, "d").file(0, "d/a").file(0, "d/.wh.b").file(0, "d/.cowfs.tmp.123");
-        fs.dir(1, "d").file(1, "d/a").file(1, "d/b").chardev(1, "d/c", 0).file(1, "d/e");
+        fs.dir(0, "d")
+            .file(0, "d/a")
+            .file(0, "d/.wh.b")
+            .file(0, "d/.cowfs.tmp.123");
+        fs.dir(1, "d")
+            .file(1, "d/a")
+            .file(1, "d/b")
+            .chardev(1, "d/c", 0)
+            .file(1, "d/e");
         fs.file(1, "d/.wh..wh..opq");
         fs.dir(2, "d").file(2, "d/c").file(2, "d/f");
         let d = find(&fs, "d").expect("d");
