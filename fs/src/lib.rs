@@ -3,8 +3,12 @@
 pub mod attr;
 pub mod branch;
 pub mod copyup;
+pub mod fileops;
+pub mod handles;
 pub mod inode;
+pub mod namespace;
 mod shard;
 pub mod sys;
 pub mod union;
+pub mod unionfs;
 pub mod whiteout;
