@@ -2,11 +2,15 @@
 
 pub mod attr;
 pub mod branch;
+pub mod control;
 pub mod copyup;
 pub mod fileops;
+pub mod fuse;
 pub mod handles;
 pub mod inode;
+pub mod mount;
 pub mod namespace;
+pub mod options;
 mod shard;
 pub mod sys;
 pub mod union;

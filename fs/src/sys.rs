@@ -9,7 +9,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use nix::fcntl::{AtFlags, OFlag};
@@ -70,9 +70,9 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Option<FileKin
         if name == b"." || name == b".." {
             continue;
         }
-        let kind = entry.file_type().and_then(|t| {
+        let kind = entry.file_type().map(|t| {
             use nix::dir::Type;
-            Some(match t {
+            match t {
                 Type::Directory => FileKind::Dir,
                 Type::File => FileKind::File,
                 Type::Symlink => FileKind::Symlink,
@@ -80,7 +80,7 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Option<FileKin
                 Type::Socket => FileKind::Socket,
                 Type::CharacterDevice => FileKind::CharDev,
                 Type::BlockDevice => FileKind::BlockDev,
-            })
+            }
         });
         out.push((OsString::from_vec(name.to_vec()), kind));
     }
@@ -242,9 +242,4 @@ pub fn remove_xattr(target: XattrTarget<'_>, name: &OsStr) -> io::Result<()> {
         }
     };
     check(ret as libc::ssize_t).map(drop)
-}
-
-/// Duplicates a descriptor (close-on-exec).
-pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    Ok(fd.try_clone_to_owned()?)
 }
