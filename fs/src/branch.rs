@@ -349,23 +349,42 @@ impl BranchSet {
 /// The real branches, seen through the [`BranchFs`] interface of the union rules.
 pub struct RealBranches<'a>(pub &'a BranchSet);
 
+/// A directory of one branch, opened for `*at` calls.
+pub struct BranchDir {
+    pub branch: usize,
+    pub fd: OwnedFd,
+}
+
 impl BranchFs for RealBranches<'_> {
-    type Dir = OwnedFd;
+    type Dir = BranchDir;
 
-    fn open_dir(&self, branch: usize, path: &Path) -> io::Result<Option<OwnedFd>> {
-        self.0.get(branch)?.try_open_dir(path)
+    fn open_dir(&self, branch: usize, path: &Path) -> io::Result<Option<BranchDir>> {
+        Ok(self
+            .0
+            .get(branch)?
+            .try_open_dir(path)?
+            .map(|fd| BranchDir { branch, fd }))
     }
 
-    fn stat_at(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<Option<Stat>> {
-        sys::try_stat_at(dir.as_fd(), name)
+    fn stat_at(&self, dir: &BranchDir, name: &OsStr) -> io::Result<Option<Stat>> {
+        sys::try_stat_at(dir.fd.as_fd(), name)
     }
 
-    fn is_opaque(&self, dir: &OwnedFd) -> io::Result<bool> {
-        if sys::try_stat_at(dir.as_fd(), OsStr::new(whiteout::OPAQUE_MARKER))?.is_some() {
+    /// In a read-only branch (an overlayfs layer) every 0/0 device is a whiteout; in a
+    /// writable one only those cowfs made, so that guests can still create 0/0 devices.
+    fn is_device_whiteout(&self, dir: &BranchDir, name: &OsStr, _st: &Stat) -> io::Result<bool> {
+        if !self.0.get(dir.branch)?.is_writable() {
+            return Ok(true);
+        }
+        whiteout::is_marked_device_whiteout(dir.fd.as_fd(), name)
+    }
+
+    fn is_opaque(&self, dir: &BranchDir) -> io::Result<bool> {
+        if sys::try_stat_at(dir.fd.as_fd(), OsStr::new(whiteout::OPAQUE_MARKER))?.is_some() {
             return Ok(true);
         }
         let value = sys::get_xattr(
-            XattrTarget::Fd(dir.as_fd()),
+            XattrTarget::Fd(dir.fd.as_fd()),
             OsStr::new(whiteout::OVERLAY_OPAQUE_XATTR),
         );
         match value {
@@ -376,8 +395,8 @@ impl BranchFs for RealBranches<'_> {
         }
     }
 
-    fn read_dir(&self, dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, Option<FileKind>)>> {
-        sys::read_dir(dir.as_fd())
+    fn read_dir(&self, dir: &BranchDir) -> io::Result<Vec<(std::ffi::OsString, Option<FileKind>)>> {
+        sys::read_dir(dir.fd.as_fd())
     }
 }
 

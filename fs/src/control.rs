@@ -15,7 +15,7 @@
 //! A malformed line gets an error reply and the connection stays usable.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,6 +136,8 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 /// The server side: a thread answering requests until stopped.
 pub struct ControlServer {
     path: PathBuf,
+    /// (dev, ino) of our socket file, to never remove a successor's.
+    identity: (u64, u64),
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -148,18 +150,17 @@ impl ControlServer {
             std::fs::create_dir_all(dir)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         }
-        // A socket left by a killed daemon: nobody answers on it any more.
-        if path.exists() {
-            if UnixStream::connect(&path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("another daemon already answers on {}", path.display()),
-                ));
-            }
-            std::fs::remove_file(&path)?;
+        // The caller made sure nothing is mounted at `mountpoint`, so whoever owned this socket
+        // is gone or on its way out (a daemon finishing after `umount`): take the name over.
+        // That daemon removes the name only while it still points at its own socket.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let identity = std::fs::symlink_metadata(&path).map(|m| (m.dev(), m.ino()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mnt = mountpoint.to_path_buf();
         let thread = {
@@ -170,6 +171,7 @@ impl ControlServer {
         };
         Ok(ControlServer {
             path,
+            identity,
             stop,
             thread: Some(thread),
         })
@@ -186,12 +188,15 @@ impl ControlServer {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept() up.
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        // Only our own socket: a successor may have taken the name over meanwhile.
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -204,12 +209,21 @@ impl Drop for ControlServer {
 }
 
 fn serve(listener: UnixListener, fs: Arc<UnionFs>, mountpoint: PathBuf, stop: Arc<AtomicBool>) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    while !stop.load(Ordering::SeqCst) {
+        // Wake up now and then to notice `stop` (the socket name may belong to a successor).
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket poll failed");
+                break;
+            }
         }
-        match conn {
-            Ok(stream) => {
+        match listener.accept() {
+            Ok((stream, _)) => {
                 // One thread per client: an idle client must not hold the others up.
                 let (fs, mountpoint) = (fs.clone(), mountpoint.clone());
                 let spawned = std::thread::Builder::new()

@@ -228,6 +228,8 @@ pub struct Daemon {
     mountpoint: PathBuf,
     control: ControlServer,
     invalidator: JoinHandle<()>,
+    /// Tells the helper threads (invalidations, signals) that the session is over.
+    stop: Arc<AtomicBool>,
     catch_signals: bool,
 }
 
@@ -279,23 +281,14 @@ impl Daemon {
             source,
         })?;
         let notifier = session.notifier();
-        let invalidator = std::thread::Builder::new()
-            .name("cowfs-invalidate".into())
-            .spawn(move || {
-                // Ends when the union (the only sender) is dropped.
-                for inval in invalidations {
-                    let result = match &inval {
-                        Invalidation::Entry { parent, name } => {
-                            notifier.inval_entry(INodeNo(*parent), name)
-                        }
-                        Invalidation::Inode(id) => notifier.inval_inode(INodeNo(*id), 0, 0),
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(?inval, error = %e, "kernel cache invalidation failed");
-                    }
-                }
-            })
-            .map_err(MountError::Session)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let invalidator = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("cowfs-invalidate".into())
+                .spawn(move || forward_invalidations(&invalidations, &notifier, &stop))
+                .map_err(MountError::Session)?
+        };
         tracing::info!(mountpoint = %mountpoint.display(), branches = ?fs.branches(), "mounted");
         Ok(Daemon {
             fs,
@@ -303,6 +296,7 @@ impl Daemon {
             mountpoint,
             control,
             invalidator,
+            stop,
             catch_signals,
         })
     }
@@ -324,9 +318,9 @@ impl Daemon {
             mountpoint,
             control,
             invalidator,
+            stop,
             catch_signals,
         } = self;
-        let stop = Arc::new(AtomicBool::new(false));
         let signals = if catch_signals {
             let (stop, mnt) = (stop.clone(), mountpoint.clone());
             Some(
@@ -403,6 +397,30 @@ impl Drop for MountHandle {
     }
 }
 
+/// Tells the kernel about view changes until `stop` (notifications fail harmlessly once the
+/// kernel has let the mount go).
+fn forward_invalidations(
+    invalidations: &crossbeam::channel::Receiver<Invalidation>,
+    notifier: &fuser::Notifier,
+    stop: &AtomicBool,
+) {
+    use crossbeam::channel::RecvTimeoutError;
+    loop {
+        let inval = match invalidations.recv_timeout(Duration::from_millis(100)) {
+            Ok(inval) => inval,
+            Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::SeqCst) => continue,
+            Err(_) => return,
+        };
+        let result = match &inval {
+            Invalidation::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), name),
+            Invalidation::Inode(id) => notifier.inval_inode(INodeNo(*id), 0, 0),
+        };
+        if let Err(e) = result {
+            tracing::debug!(?inval, error = %e, "kernel cache invalidation failed");
+        }
+    }
+}
+
 fn termination_signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
@@ -416,7 +434,7 @@ fn wait_for_termination(mountpoint: &Path, stop: &AtomicBool) {
     let set = termination_signals();
     let timeout = libc::timespec {
         tv_sec: 0,
-        tv_nsec: 200_000_000,
+        tv_nsec: 100_000_000,
     };
     while !stop.load(Ordering::SeqCst) {
         // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
@@ -468,6 +486,39 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
             source: e.into(),
         }),
     }
+}
+
+/// Changes a mounted union between read-only and read-write (`mount -o remount,ro`); the
+/// daemon keeps serving, the kernel refuses writes while it is read-only.
+pub fn remount(mountpoint: &Path, read_only: bool) -> Result<(), MountError> {
+    let mnt = canonical_mountpoint(mountpoint);
+    let table = mounts().map_err(MountError::MountTable)?;
+    match table.iter().rev().find(|m| m.mountpoint == mnt) {
+        Some(m) if m.fstype == FSTYPE => {}
+        other => {
+            return Err(MountError::NotCowfs {
+                path: mnt,
+                what: other.map_or("nothing is mounted there".into(), |m| {
+                    format!("it is a {} mount", m.fstype)
+                }),
+            });
+        }
+    }
+    let mut flags = nix::mount::MsFlags::MS_REMOUNT;
+    if read_only {
+        flags |= nix::mount::MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        mnt.as_os_str(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|e| MountError::Unmount {
+        path: mnt,
+        source: io::Error::other(format!("remount failed: {e}")),
+    })
 }
 
 /// Waits until `mountpoint` is (or is no longer) a cowfs mount, up to `timeout`.

@@ -139,8 +139,13 @@ impl UnionFs {
         // A long name's whiteout is an overlayfs 0/0 device occupying the name itself.
         let install = match sys::try_stat_at(pdir.as_fd(), name)? {
             None => Install::NoReplace,
-            Some(st) if st.is_overlay_whiteout() && file_kind == FileKind::Dir => Install::Exchange,
-            Some(st) if st.is_overlay_whiteout() => Install::Replace,
+            Some(_) if whiteout::is_cowfs_device_whiteout(pdir.as_fd(), name)? => {
+                if file_kind == FileKind::Dir {
+                    Install::Exchange
+                } else {
+                    Install::Replace
+                }
+            }
             Some(_) => return Err(sys::err(libc::EEXIST)),
         };
         let work = set
@@ -313,7 +318,7 @@ impl UnionFs {
                 newname,
                 AtFlags::empty(),
             )?,
-            Some(st) if st.is_overlay_whiteout() => {
+            Some(_) if whiteout::is_cowfs_device_whiteout(pdir.as_fd(), newname)? => {
                 let work = set
                     .get(w)?
                     .work_dir()
@@ -459,10 +464,7 @@ impl UnionFs {
             if d.stat.is_dir() && d.branch == w {
                 clear_dir(tdir.as_fd(), newname)?;
             }
-        } else if let Some(st) = sys::try_stat_at(tdir.as_fd(), newname)?
-            && st.is_overlay_whiteout()
-            && src.stat.is_dir()
-        {
+        } else if src.stat.is_dir() && whiteout::is_cowfs_device_whiteout(tdir.as_fd(), newname)? {
             // Replacing a long name's device whiteout with a directory: make it opaque first.
             make_opaque(fdir.as_fd(), name)?;
             nix::unistd::unlinkat(tdir.as_fd(), newname, UnlinkatFlags::NoRemoveDir)?;
@@ -475,6 +477,10 @@ impl UnionFs {
             }
         }
         nix::fcntl::renameat2(fdir.as_fd(), name, tdir.as_fd(), newname, rename_flags)?;
+        if rename_flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            // The kernel made a plain 0/0 device; in a writable branch it must carry our mark.
+            whiteout::mark_device_whiteout(fdir.as_fd(), name)?;
+        }
         self.nodes.rename((parent, name), (newparent, newname));
         if let Some(node) = self.nodes.child(newparent, newname) {
             node.set_place(Place::new(set.epoch(), vec![w]));
@@ -550,17 +556,23 @@ fn whiteout_before_replace(
         Some(wh) => create_whiteout_file(dir, &wh),
         None => {
             if sys::try_stat_at(dir, name)?.is_none() {
-                let (staged, _) = copyup::stage_new(
-                    work,
-                    NewKind::Node(FileKind::CharDev, 0),
-                    0,
-                    Owner { uid: 0, gid: 0 },
-                )?;
-                staged.install(dir, name, Install::NoReplace)?;
+                stage_device_whiteout(work)?.install(dir, name, Install::NoReplace)?;
             }
             Ok(())
         }
     }
+}
+
+/// A marked 0/0 device whiteout in the work directory, ready to take a long name's place.
+fn stage_device_whiteout(work: BorrowedFd<'_>) -> io::Result<copyup::Staged<'_>> {
+    let (staged, _) = copyup::stage_new(
+        work,
+        NewKind::Node(FileKind::CharDev, 0),
+        0,
+        Owner { uid: 0, gid: 0 },
+    )?;
+    whiteout::mark_device_whiteout(work, staged.name())?;
+    Ok(staged)
 }
 
 /// Removes `name` from the writable branch's `dir` (`in_rw`: it is there), leaving a whiteout
@@ -588,12 +600,7 @@ fn remove_from_rw(
                     .get(w)?
                     .work_dir()
                     .ok_or_else(|| sys::err(libc::EROFS))?;
-                let (staged, _) = copyup::stage_new(
-                    work,
-                    NewKind::Node(FileKind::CharDev, 0),
-                    0,
-                    Owner { uid: 0, gid: 0 },
-                )?;
+                let staged = stage_device_whiteout(work)?;
                 let how = match (in_rw, is_dir) {
                     (false, _) => Install::NoReplace,
                     (true, false) => Install::Replace,

@@ -13,7 +13,8 @@
 //! - the leftmost branch holding a name answers for it;
 //! - in branch `b`, `.wh.NAME` hides `NAME` in the branches after `b` (not in `b` itself, so a
 //!   name re-created over a whiteout simply coexists with it);
-//! - a character device 0/0 named `NAME` hides `NAME` in its own branch and after;
+//! - a whiteout device (see [`BranchFs::is_device_whiteout`]) named `NAME` hides `NAME` in its
+//!   own branch and after;
 //! - a directory merges with same-named directories further right until a non-directory, a
 //!   whiteout or an opaque copy ends the merge; a non-directory never merges.
 
@@ -39,6 +40,10 @@ pub trait BranchFs {
 
     /// Whether `dir` hides the same directory of the branches after it.
     fn is_opaque(&self, dir: &Self::Dir) -> io::Result<bool>;
+
+    /// Whether entry `name` of `dir`, a character device 0/0 with attributes `st`, is an
+    /// overlayfs-style whiteout rather than a device someone made.
+    fn is_device_whiteout(&self, dir: &Self::Dir, name: &OsStr, st: &Stat) -> io::Result<bool>;
 
     /// The raw entries of `dir` except `.` and `..`, with their kind when the listing knows it.
     fn read_dir(&self, dir: &Self::Dir) -> io::Result<Vec<(OsString, Option<FileKind>)>>;
@@ -93,7 +98,7 @@ pub fn lookup<F: BranchFs>(
             continue;
         };
         if let Some(st) = fs.stat_at(&dir, name)? {
-            if st.is_overlay_whiteout() {
+            if st.is_overlay_whiteout() && fs.is_device_whiteout(&dir, name, &st)? {
                 break;
             }
             match &mut found {
@@ -165,7 +170,7 @@ pub fn read_dir<F: BranchFs>(
                     let Some(st) = fs.stat_at(&dir, &name)? else {
                         continue; // vanished since the listing
                     };
-                    if st.is_overlay_whiteout() {
+                    if st.is_overlay_whiteout() && fs.is_device_whiteout(&dir, &name, &st)? {
                         seen.insert(name);
                         continue;
                     }
@@ -232,10 +237,13 @@ pub(crate) mod fake {
         opaque_xattr: bool,
     }
 
-    /// Branches as maps from relative path to entry; the root of every branch exists.
+    /// Branches as maps from relative path to entry; the root of every branch exists. A 0/0
+    /// device is a whiteout in a read-only branch, and in a writable one only when marked.
     #[derive(Default)]
     pub struct FakeBranches {
         branches: Vec<BTreeMap<PathBuf, Entry>>,
+        writable: Vec<bool>,
+        marked_whiteouts: std::collections::BTreeSet<(usize, PathBuf)>,
         next_ino: std::cell::Cell<u64>,
     }
 
@@ -243,6 +251,8 @@ pub(crate) mod fake {
         pub fn new(count: usize) -> FakeBranches {
             let mut fake = FakeBranches {
                 branches: vec![BTreeMap::new(); count],
+                writable: vec![false; count],
+                marked_whiteouts: Default::default(),
                 next_ino: std::cell::Cell::new(1),
             };
             for b in 0..count {
@@ -292,6 +302,17 @@ pub(crate) mod fake {
             self.insert(b, path, libc::S_IFCHR | 0o600, rdev)
         }
 
+        pub fn writable(&mut self, b: usize) -> &mut FakeBranches {
+            self.writable[b] = true;
+            self
+        }
+
+        /// A 0/0 device marked as a whiteout by cowfs.
+        pub fn marked_whiteout(&mut self, b: usize, path: &str) -> &mut FakeBranches {
+            self.marked_whiteouts.insert((b, PathBuf::from(path)));
+            self.chardev(b, path, 0)
+        }
+
         pub fn opaque_xattr(&mut self, b: usize, path: &str) -> &mut FakeBranches {
             if let Some(e) = self.branches[b].get_mut(Path::new(path)) {
                 e.opaque_xattr = true;
@@ -319,6 +340,15 @@ pub(crate) mod fake {
             let xattr = map.get(&dir.1).is_some_and(|e| e.opaque_xattr);
             let marker = map.contains_key(&dir.1.join(crate::whiteout::OPAQUE_MARKER));
             Ok(xattr || marker)
+        }
+
+        fn is_device_whiteout(
+            &self,
+            dir: &Self::Dir,
+            name: &OsStr,
+            _st: &Stat,
+        ) -> io::Result<bool> {
+            Ok(!self.writable[dir.0] || self.marked_whiteouts.contains(&(dir.0, dir.1.join(name))))
         }
 
         fn read_dir(&self, dir: &Self::Dir) -> io::Result<Vec<(OsString, Option<FileKind>)>> {
@@ -414,6 +444,21 @@ mod tests {
         let found = find(&fs, "null").expect("device");
         assert_eq!(found.branch, 1);
         assert_eq!(found.stat.kind(), Some(FileKind::CharDev));
+    }
+
+    #[test]
+    fn devices_made_in_a_writable_branch_are_not_whiteouts() {
+        let mut fs = FakeBranches::new(2);
+        fs.writable(0).chardev(0, "dev00", 0).file(1, "dev00");
+        let found = find(&fs, "dev00").expect("a real 0/0 device");
+        assert_eq!(
+            (found.branch, found.stat.kind()),
+            (0, Some(FileKind::CharDev))
+        );
+        fs.marked_whiteout(0, "gone").file(1, "gone");
+        assert_eq!(find(&fs, "gone"), None);
+        let listing = read_dir(&fs, Path::new(""), &[0, 1]).expect("readdir");
+        assert_eq!(names(&listing), vec![("dev00".to_string(), 0)]);
     }
 
     #[test]

@@ -7,10 +7,17 @@
 //!   the xattr `trusted.overlay.opaque=y` makes a directory opaque.
 //!
 //! cowfs writes the UnionFS dialect, except for names so long that `.wh.NAME` would exceed
-//! `NAME_MAX`: those get an overlayfs 0/0 device, the only whiteout that fits.
+//! `NAME_MAX`: those get a 0/0 device, the only whiteout that fits, marked with the private
+//! xattr [`DEVICE_WHITEOUT_XATTR`]. In a writable branch only marked devices are whiteouts, so a
+//! guest may still `mknod c 0 0`; in a read-only branch (an overlayfs layer) every 0/0 device is
+//! one.
 
 use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::sys::{self, XattrTarget};
 
 /// Prefix of a UnionFS whiteout entry.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -20,6 +27,9 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Prefix of overlayfs' private xattrs: metadata of a branch, never shown through the mount.
 pub const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
+/// Marks a 0/0 device made by cowfs as a whiteout (hidden and protected like all of
+/// `trusted.cowfs.*`).
+pub const DEVICE_WHITEOUT_XATTR: &str = "trusted.cowfs.whiteout";
 /// Prefix of every temporary name cowfs (and vhashify) creates inside a branch.
 pub const TEMP_PREFIX: &[u8] = b".cowfs.tmp.";
 /// Longest name a Linux filesystem accepts.
@@ -67,6 +77,36 @@ pub fn is_private_xattr(name: &OsStr) -> bool {
     let bytes = name.as_bytes();
     bytes.starts_with(hashstore::RESERVED_XATTR_PREFIX.as_bytes())
         || bytes.starts_with(OVERLAY_XATTR_PREFIX.as_bytes())
+}
+
+/// Whether the 0/0 device `name` in `dir` carries cowfs' whiteout mark.
+pub fn is_marked_device_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+    match sys::get_xattr(
+        XattrTarget::At(dir, name),
+        OsStr::new(DEVICE_WHITEOUT_XATTR),
+    ) {
+        Ok(v) => Ok(v.is_some()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether entry `name` of a writable branch's `dir` is a whiteout device cowfs made.
+pub fn is_cowfs_device_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+    match sys::try_stat_at(dir, name)? {
+        Some(st) if st.is_overlay_whiteout() => is_marked_device_whiteout(dir, name),
+        _ => Ok(false),
+    }
+}
+
+/// Marks the 0/0 device `name` in `dir` as a whiteout.
+pub fn mark_device_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    sys::set_xattr(
+        XattrTarget::At(dir, name),
+        OsStr::new(DEVICE_WHITEOUT_XATTR),
+        b"y",
+        0,
+    )
 }
 
 #[cfg(test)]

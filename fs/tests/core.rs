@@ -339,6 +339,17 @@ fn creations_get_the_callers_owner_and_setgid_inheritance() {
         Fixture::errno(f.fs.mkdir(ROOT, OsStr::new(".wh.evil"), 0o755, USER)),
         Some(libc::EPERM)
     );
+    // A guest may make a 0/0 character device: it is not a whiteout in the writable branch.
+    f.fs.mknod(
+        ROOT,
+        OsStr::new("c00"),
+        libc::S_IFCHR | 0o600,
+        0,
+        Caller::ROOT,
+    )
+    .expect("mknod c 0 0");
+    assert!(f.list("").contains(&"c00".to_string()));
+    f.fs.unlink(ROOT, OsStr::new("c00")).expect("unlink c 0 0");
     let long = OsStr::from_bytes(&[b'n'; 255]);
     f.fs.mknod(ROOT, long, libc::S_IFIFO | 0o600, 0, USER)
         .expect("255-byte name");

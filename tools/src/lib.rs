@@ -4,4 +4,7 @@
 //! `cowfs <cmd>` and the familiar standalone name (`vhashify`, `vdu`, …) share one code path.
 //! The business logic lives in the library crates; these modules parse, call and report.
 
+pub mod branch;
 pub mod common;
+pub mod mount;
+pub mod umount;
