@@ -434,27 +434,39 @@ impl UnionFs {
     ) -> Result<(), BranchChangeError> {
         let _changing = self.branch_change.lock();
         let current = self.snapshot();
-        let branch = Branch::open(path, mode, None)?;
-        let new_path = branch.path().to_path_buf();
+        // Check before opening: opening a writable branch cleans its work directory, and a
+        // path inside our own mount would be served by ourselves.
+        let canonical = match path.canonicalize() {
+            Ok(c) => c,
+            // Let the branch report why it cannot be opened.
+            Err(_) => {
+                return Err(Branch::open(path, mode, None).err().map_or_else(
+                    || BranchChangeError::NotABranch(path.to_path_buf()),
+                    BranchChangeError::from,
+                ));
+            }
+        };
         if let Some(mnt) = &self.config.mountpoint
-            && new_path.starts_with(mnt)
+            && (path.starts_with(mnt) || canonical.starts_with(mnt))
         {
             return Err(BranchChangeError::InsideMount {
-                path: new_path,
+                path: path.to_path_buf(),
                 mountpoint: mnt.clone(),
             });
         }
         for b in current.branches() {
-            if b.path() == new_path {
-                return Err(BranchChangeError::Duplicate(new_path));
+            if b.path() == canonical {
+                return Err(BranchChangeError::Duplicate(canonical));
             }
-            if b.path().starts_with(&new_path) || new_path.starts_with(b.path()) {
+            if b.path().starts_with(&canonical) || canonical.starts_with(b.path()) {
                 return Err(BranchChangeError::Overlap {
-                    new: new_path,
+                    new: canonical,
                     existing: b.path().to_path_buf(),
                 });
             }
         }
+        let branch = Branch::open(&canonical, mode, None)?;
+        let new_path = branch.path().to_path_buf();
         let mut list: Vec<Arc<Branch>> = current.branches().to_vec();
         let index = match &position {
             Position::First => 0,
