@@ -430,14 +430,24 @@ impl UnionFs {
             .work_dir()
             .ok_or_else(|| sys::err(libc::EROFS))?;
 
+        // Copies below of a name stay hidden by whatever non-directory sits on top of them; a
+        // directory landing on the name would merge with them instead, so it needs a whiteout
+        // (or, for a name too long for `.wh.`, to be opaque itself).
+        let hide_below =
+            |dir: BorrowedFd<'_>, landing_dir: BorrowedFd<'_>, landing: &OsStr, target: &OsStr| {
+                if whiteout::whiteout_name(target).is_some() {
+                    whiteout_before_replace(work, dir, target)
+                } else {
+                    make_opaque(landing_dir, landing)
+                }
+            };
         if exchange {
-            // Both names stay occupied in the writable branch; whiteouts keep what is below
-            // hidden if a directory lands on a name with copies below.
-            if src_below {
-                whiteout_before_replace(work, fdir.as_fd(), name)?;
+            let dst_is_dir = dst.as_ref().is_some_and(|d| d.stat.is_dir());
+            if src_below && dst_is_dir {
+                hide_below(fdir.as_fd(), tdir.as_fd(), newname, name)?;
             }
-            if dst_below {
-                whiteout_before_replace(work, tdir.as_fd(), newname)?;
+            if dst_below && src.stat.is_dir() {
+                hide_below(tdir.as_fd(), fdir.as_fd(), name, newname)?;
             }
             nix::fcntl::renameat2(
                 fdir.as_fd(),
@@ -450,21 +460,20 @@ impl UnionFs {
             return Ok(());
         }
 
-        // The target: hide its copies below, and empty its writable copy of whiteouts.
         let mut rename_flags = RenameFlags::empty();
-        if let Some(d) = &dst {
-            if dst_below {
-                if whiteout::whiteout_name(newname).is_none() && d.branch != w && src.stat.is_dir()
-                {
-                    // A directory cannot replace the device that would be this name's whiteout.
-                    return Err(sys::err(libc::EXDEV));
-                }
-                whiteout_before_replace(work, tdir.as_fd(), newname)?;
-            }
-            if d.stat.is_dir() && d.branch == w {
-                clear_dir(tdir.as_fd(), newname)?;
-            }
-        } else if src.stat.is_dir() && whiteout::is_cowfs_device_whiteout(tdir.as_fd(), newname)? {
+        if dst_below && src.stat.is_dir() {
+            hide_below(tdir.as_fd(), fdir.as_fd(), name, newname)?;
+        }
+        if let Some(d) = &dst
+            && d.stat.is_dir()
+            && d.branch == w
+        {
+            // Empty in the merged view: only whiteouts and markers are left in it.
+            clear_dir(tdir.as_fd(), newname)?;
+        } else if dst.is_none()
+            && src.stat.is_dir()
+            && whiteout::is_cowfs_device_whiteout(tdir.as_fd(), newname)?
+        {
             // Replacing a long name's device whiteout with a directory: make it opaque first.
             make_opaque(fdir.as_fd(), name)?;
             nix::unistd::unlinkat(tdir.as_fd(), newname, UnlinkatFlags::NoRemoveDir)?;
