@@ -67,16 +67,31 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Does by hand what `vhashify` does to a group of identical files (until the tests can call
 /// vhashify itself): the first file's inode becomes the store object — linked into
-/// `STORE/objects/ab/cdef…` and marked with [`hashstore::MARK_XATTR`] (value: the BLAKE3 hash of
-/// the content, standing in for the real key) — and every other file is replaced by a hard link
-/// to it (link to a temp name, then rename: the path never goes missing). All files must be on
-/// the store's filesystem. Returns the object's path.
+/// `STORE/objects/ab/cdef…` and marked with [`hashstore::MARK_XATTR`] — and every other file is
+/// replaced by a hard link to it (link to a temp name, then rename: the path never goes
+/// missing). The stand-in key is BLAKE3 over the inode's mode, owner and mtime followed by the
+/// content, so files that differ in metadata never share an object (as with the real keys).
+/// The caller groups only files identical in all of that. All files must be on the store's
+/// filesystem. Returns the object's path.
 pub fn unify_by_hand(store: &Path, files: &[&Path]) -> std::io::Result<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
     let first = files
         .first()
         .ok_or_else(|| std::io::Error::other("unify_by_hand needs at least one file"))?;
-    let key = blake3::hash(&std::fs::read(first)?);
+    let meta = std::fs::symlink_metadata(first)?;
+    let mut hasher = blake3::Hasher::new();
+    for field in [
+        meta.mode() as i64,
+        meta.uid() as i64,
+        meta.gid() as i64,
+        meta.mtime(),
+        meta.mtime_nsec(),
+    ] {
+        hasher.update(&field.to_le_bytes());
+    }
+    hasher.update(&std::fs::read(first)?);
+    let key = hasher.finalize();
     let hex = key.to_hex();
     let dir = store.join("objects").join(&hex[..2]);
     std::fs::create_dir_all(&dir)?;
@@ -100,7 +115,10 @@ pub fn unify_by_hand(store: &Path, files: &[&Path]) -> std::io::Result<PathBuf> 
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    for file in &files[1..] {
+    for file in files {
+        if std::fs::symlink_metadata(file)?.ino() == std::fs::symlink_metadata(&object)?.ino() {
+            continue;
+        }
         let tmp = file.with_file_name(format!(
             ".cowfs.tmp.unify.{}",
             file.file_name()

@@ -14,9 +14,10 @@ use std::process::Command;
 use common::*;
 
 /// Unifies every regular file (≥ 16 bytes, vhashify's default minimum) that is identical — same
-/// content, mode, owner and mtime — at the same path in both guests. Returns the unified paths.
-fn unify_identical(store: &Path, a: &Path, b: &Path) -> Vec<PathBuf> {
-    let mut unified = Vec::new();
+/// content, mode, owner and mtime — at the same path in both guests. Returns each unified path
+/// with its store object.
+fn unify_identical(store: &Path, a: &Path, b: &Path) -> HashMap<PathBuf, PathBuf> {
+    let mut unified = HashMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         for entry in std::fs::read_dir(a.join(&rel)).expect("readdir") {
@@ -45,8 +46,9 @@ fn unify_identical(store: &Path, a: &Path, b: &Path) -> Vec<PathBuf> {
             if std::fs::read(a.join(&rel)).expect("read")
                 == std::fs::read(b.join(&rel)).expect("read")
             {
-                cowfs::unify_by_hand(store, &[&a.join(&rel), &b.join(&rel)]).expect("unify");
-                unified.push(rel);
+                let object =
+                    cowfs::unify_by_hand(store, &[&a.join(&rel), &b.join(&rel)]).expect("unify");
+                unified.insert(rel, object);
             }
         }
     }
@@ -61,22 +63,14 @@ fn two_unified_guests_write_privately_and_the_store_never_changes() {
     cowfs::restore_guest("g2", &g2).expect("corpus guest g2");
     let unified = unify_identical(&store, &g1, &g2);
     let target = Path::new("etc/bash.bashrc");
-    assert!(
-        unified.iter().any(|p| p == target),
-        "{} unified",
-        target.display()
-    );
+    assert!(unified.contains_key(target), "{} unified", target.display());
     assert!(
         unified.len() > 1000,
         "most of a Debian guest is identical: {} files",
         unified.len()
     );
 
-    let object_of = |rel: &Path| {
-        let key = blake3::hash(&std::fs::read(g1.join(rel)).expect("read"));
-        let hex = key.to_hex();
-        store.join("objects").join(&hex[..2]).join(&hex[2..])
-    };
+    let object_of = |rel: &Path| unified[rel].clone();
     let object = object_of(target);
     assert_eq!(
         inode(&object),

@@ -70,16 +70,10 @@ fn copy_up_whiteouts_and_clean_unmount() {
         "work directory and whiteouts never listed"
     );
 
-    let socket = cowfs_fs_socket(&m.mnt);
+    let socket = cowfs_fs::control::socket_path(&m.mnt);
     assert!(socket.exists());
     m.unmount();
     wait_until("the daemon to exit", || !socket.exists());
-}
-
-fn cowfs_fs_socket(mnt: &Path) -> std::path::PathBuf {
-    // Mirrors cowfs_fs::control::socket_path (default run directory).
-    let hash = blake3::hash(mnt.as_os_str().as_encoded_bytes());
-    Path::new("/run/cowfs").join(format!("{}.sock", &hash.to_hex()[..24]))
 }
 
 #[test]
