@@ -14,7 +14,10 @@ echo "== build"
 # The end-to-end tests run the real binaries from target/debug.
 cargo build --workspace --bins
 
-echo "== unit and end-to-end tests"
+echo "== unit and end-to-end tests (incl. the differential random-operation tester)"
 cargo test --workspace
+
+echo "== pjdfstest against the union mount"
+scripts/pjdfstest.sh
 
 echo "== all tests passed"
