@@ -498,3 +498,40 @@ fn odd_names_sparse_files_and_concurrency() {
     }
     assert_eq!(std::fs::read_dir(&m.mnt).expect("readdir").count(), 3 + 400);
 }
+
+#[test]
+fn a_killed_daemon_leaves_a_mount_that_unmounts_and_remounts_cleanly() {
+    let l = Layout::new();
+    std::fs::write(l.dir("ro/f"), b"lower").expect("write");
+    let m = l.mount();
+    std::fs::write(m.path("f"), b"upper").expect("copy-up");
+    let pid = ok(Command::new("pgrep")
+        .arg("-f")
+        .arg(format!("cowfs mount .* {}", m.mnt.display())));
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
+        .trim()
+        .parse()
+        .expect("one daemon");
+    // A stale temp entry, as a daemon killed mid copy-up would leave.
+    std::fs::write(l.dir("rw/.cowfs.tmp.work/.cowfs.tmp.1.1"), b"partial").expect("stale");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    wait_until("the daemon to die", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let err = std::fs::read(m.path("f")).expect_err("dead mount");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+    ok(cowfs().arg("umount").arg(&m.mnt));
+    let m = l.mount();
+    assert_eq!(std::fs::read(m.path("f")).expect("read"), b"upper");
+    assert_eq!(
+        std::fs::read_dir(l.dir("rw/.cowfs.tmp.work"))
+            .expect("work")
+            .count(),
+        0,
+        "leftovers cleaned"
+    );
+}

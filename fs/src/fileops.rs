@@ -423,6 +423,23 @@ impl UnionFs {
         Ok(self.handles.add_dir(id))
     }
 
+    /// Makes a directory's entries durable: the writable branch's copy is the one that changes.
+    pub fn fsyncdir(&self, id: NodeId) -> io::Result<()> {
+        let node = self.nodes.get(id)?;
+        let set = self.snapshot();
+        let Some(w) = set.write_branch() else {
+            return Ok(()); // nothing can have changed
+        };
+        if self.place(&set, &node)?.branch() != w {
+            return Ok(()); // not in the writable branch: no entry of it was written
+        }
+        let dir = set
+            .get(w)?
+            .open_at(&self.nodes.path(id)?, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        nix::unistd::fsync(dir.as_fd())?;
+        Ok(())
+    }
+
     pub fn releasedir(&self, fh: u64) {
         self.handles.remove_dir(fh);
     }

@@ -23,13 +23,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok()
         .map(|m| cowfs_fs::control::socket_path(&m));
     cowfs_fs::mount::unmount(&args.mountpoint, args.lazy).context("umount failed")?;
-    // Give the daemon a moment to exit so that a remount right away finds everything clean.
+    // Give the daemon a moment to exit, so that a remount right away finds everything clean.
+    // A daemon that was killed answers no more: its socket is stale, remove it.
     if let Some(socket) = socket
         && !args.lazy
     {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while socket.exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        while std::time::Instant::now() < deadline {
+            match std::os::unix::net::UnixStream::connect(&socket) {
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    let _ = std::fs::remove_file(&socket);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
