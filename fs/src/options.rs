@@ -1,6 +1,6 @@
 //! Mount options, in the three dialects a union gets mounted with:
 //! - UnionFS: `dirs=/g/vs04diff=rw:/g/noportage=ro:/g/master=ro` (leftmost first; a branch
-//!   without `=rw`/`=ro` is writable if it is the first one, read-only otherwise);
+//!   without `=rw`/`=ro` is writable, as in UnionFS — writes still go to the leftmost one);
 //! - overlayfs: `lowerdir=/l1:/l2,upperdir=/u,workdir=/w` (`upperdir` becomes the writable
 //!   leftmost branch, then the lower dirs left to right);
 //! - FUSE / mount(8): `ro`, `allow_other`, `nodev`, `fsname=`, … plus the options mount(8) and
@@ -391,7 +391,7 @@ mod tests {
     fn escapes_and_fuse_options() {
         let o = parse(
             "x",
-            &["dirs=/with\\:colon=rw:/with\\,comma\\=eq", "ro,nodev,nosuid,threads=4,noclone_fd,entry_timeout=2.5,_netdev,x-systemd.automount"],
+            &["dirs=/with\\:colon=rw:/with\\,comma\\=eq=ro", "ro,nodev,nosuid,threads=4,noclone_fd,entry_timeout=2.5,_netdev,x-systemd.automount"],
         )
         .expect("parse");
         assert_eq!(

@@ -36,7 +36,7 @@ pub enum Action {
         /// Append as the rightmost (lowest priority) branch.
         #[arg(long)]
         last: bool,
-        /// PATH=ro or PATH=rw (PATH alone is read-only).
+        /// PATH=ro or PATH=rw (PATH alone is read-write, as in UnionFS).
         #[arg(value_name = "PATH[=ro|rw]")]
         branch: String,
     },
@@ -49,11 +49,11 @@ pub enum Action {
     List,
 }
 
-/// `PATH=ro|rw` → (absolute path, mode).
+/// `PATH=ro|rw` → (absolute path, mode); UnionFS' default mode is rw.
 fn parse_branch(spec: &str) -> anyhow::Result<(PathBuf, BranchMode)> {
     let (path, mode) = match spec.rsplit_once('=') {
         Some((p, m @ ("ro" | "rw"))) => (p, m.parse::<BranchMode>().map_err(anyhow::Error::msg)?),
-        _ => (spec, BranchMode::Ro),
+        _ => (spec, BranchMode::Rw),
     };
     if path.is_empty() {
         bail!("empty branch path in '{spec}'");
@@ -123,7 +123,11 @@ mod tests {
             parse_branch(&format!("{p}=rw")).expect("rw").1,
             BranchMode::Rw
         );
-        assert_eq!(parse_branch(p).expect("ro").1, BranchMode::Ro);
+        assert_eq!(parse_branch(p).expect("default").1, BranchMode::Rw);
+        assert_eq!(
+            parse_branch(&format!("{p}=ro")).expect("ro").1,
+            BranchMode::Ro
+        );
         assert!(parse_branch("/does/not/exist=ro").is_err());
         assert!(parse_branch("=rw").is_err());
     }
