@@ -42,6 +42,13 @@ impl FuseAdapter {
         Generation(self.fs.generation())
     }
 
+    fn reply_attr(&self, reply: ReplyAttr, r: io::Result<Stat>) {
+        match r {
+            Ok(st) => reply.attr(&self.attr_ttl(), &file_attr(&st)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, r: io::Result<(Arc<crate::inode::Node>, Stat)>) {
         match r {
             Ok((_, st)) => reply.entry_with_ttls(
@@ -139,6 +146,22 @@ pub(crate) fn file_attr(st: &Stat) -> FileAttr {
     }
 }
 
+/// Answers a request whose success carries no data.
+fn done(reply: ReplyEmpty, r: io::Result<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Answers an open/opendir request.
+fn opened(reply: ReplyOpen, r: io::Result<u64>) {
+    match r {
+        Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 /// Answers a getxattr/listxattr request: the size when asked for it, ERANGE when too small.
 fn reply_xattr(reply: ReplyXattr, size: u32, data: io::Result<Vec<u8>>) {
     match data {
@@ -177,10 +200,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(st) => reply.attr(&self.attr_ttl(), &file_attr(&st)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.reply_attr(reply, self.fs.getattr(ino.0, fh.map(|f| f.0)))
     }
 
     fn setattr(
@@ -209,10 +229,7 @@ impl Filesystem for FuseAdapter {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        match self.fs.setattr(ino.0, attr, fh.map(|f| f.0)) {
-            Ok(st) => reply.attr(&self.attr_ttl(), &file_attr(&st)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.reply_attr(reply, self.fs.setattr(ino.0, attr, fh.map(|f| f.0)))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -255,17 +272,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.unlink(parent.0, name))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.rmdir(parent.0, name))
     }
 
     fn symlink(
@@ -292,13 +303,11 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
-            .fs
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(
+            reply,
+            self.fs
+                .rename(parent.0, name, newparent.0, newname, flags.bits()),
+        )
     }
 
     fn link(
@@ -313,10 +322,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        opened(reply, self.fs.open(ino.0, flags.0))
     }
 
     fn read(
@@ -388,17 +394,11 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        opened(reply, self.fs.opendir(ino.0))
     }
 
     fn readdir(
@@ -499,10 +499,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsyncdir(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.fsyncdir(ino.0))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -524,10 +521,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.setxattr(ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.setxattr(ino.0, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -547,17 +541,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.removexattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.removexattr(ino.0, name))
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.fs.access(ino.0, mask.bits(), caller(req)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.access(ino.0, mask.bits(), caller(req)))
     }
 
     fn create(
@@ -595,10 +583,7 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fallocate(fh.0, mode, offset, length) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        done(reply, self.fs.fallocate(fh.0, mode, offset, length))
     }
 
     fn lseek(

@@ -121,80 +121,59 @@ fn check(ret: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
+/// Runs a size-or-fill syscall (`*getxattr`, `*listxattr`): once for the size, then to fill a
+/// buffer of that size, and again if the value grew in between.
+fn sized(call: impl Fn(*mut libc::c_void, usize) -> libc::ssize_t) -> io::Result<Vec<u8>> {
+    loop {
+        let size = check(call(std::ptr::null_mut(), 0))?;
+        let mut buf = vec![0u8; size];
+        match check(call(buf.as_mut_ptr().cast(), buf.len())) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The value of xattr `name`, `None` when the file does not have it.
 pub fn get_xattr(target: XattrTarget<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let (path, follow) = target.path()?;
     let cname = cstr(name.as_bytes())?;
-    let call = |buf: &mut [u8]| {
-        let (ptr, len) = if buf.is_empty() {
-            (std::ptr::null_mut(), 0)
+    // SAFETY: both strings are NUL-terminated; `sized` passes a writable buffer of `len` bytes,
+    // or null and 0, which asks for the size only.
+    let value = sized(|ptr, len| unsafe {
+        if follow {
+            libc::getxattr(path.as_ptr(), cname.as_ptr(), ptr, len)
         } else {
-            (buf.as_mut_ptr().cast(), buf.len())
-        };
-        // SAFETY: both strings are NUL-terminated; `ptr`/`len` describe a writable buffer or
-        // are null/0, which asks for the size only.
-        check(unsafe {
-            if follow {
-                libc::getxattr(path.as_ptr(), cname.as_ptr(), ptr, len)
-            } else {
-                libc::lgetxattr(path.as_ptr(), cname.as_ptr(), ptr, len)
-            }
-        })
-    };
-    loop {
-        let size = match call(&mut []) {
-            Ok(size) => size,
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; size];
-        match call(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            // Grew between the two calls: ask again.
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) => return Err(e),
+            libc::lgetxattr(path.as_ptr(), cname.as_ptr(), ptr, len)
         }
+    });
+    match value {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
 /// The names of all xattrs of the file.
 pub fn list_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<OsString>> {
     let (path, follow) = target.path()?;
-    let call = |buf: &mut [u8]| {
-        let (ptr, len) = if buf.is_empty() {
-            (std::ptr::null_mut(), 0)
+    // SAFETY: as in `get_xattr`.
+    let names = sized(|ptr, len| unsafe {
+        if follow {
+            libc::listxattr(path.as_ptr(), ptr.cast(), len)
         } else {
-            (buf.as_mut_ptr().cast(), buf.len())
-        };
-        // SAFETY: as in `get_xattr`.
-        check(unsafe {
-            if follow {
-                libc::listxattr(path.as_ptr(), ptr, len)
-            } else {
-                libc::llistxattr(path.as_ptr(), ptr, len)
-            }
-        })
-    };
-    loop {
-        let size = call(&mut [])?;
-        let mut buf = vec![0u8; size];
-        match call(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf
-                    .split(|&b| b == 0)
-                    .filter(|n| !n.is_empty())
-                    .map(|n| OsString::from_vec(n.to_vec()))
-                    .collect());
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
-            Err(e) => return Err(e),
+            libc::llistxattr(path.as_ptr(), ptr.cast(), len)
         }
-    }
+    })?;
+    Ok(names
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| OsString::from_vec(n.to_vec()))
+        .collect())
 }
 
 /// Sets xattr `name` (`flags`: 0, `XATTR_CREATE` or `XATTR_REPLACE`).
