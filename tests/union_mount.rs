@@ -535,3 +535,64 @@ fn a_killed_daemon_leaves_a_mount_that_unmounts_and_remounts_cleanly() {
         "leftovers cleaned"
     );
 }
+
+#[test]
+fn concurrent_first_writes_make_one_copy_and_lose_nothing() {
+    let l = Layout::new();
+    std::fs::create_dir_all(l.dir("ro/deep/er")).expect("mkdir");
+    for i in 0..20 {
+        std::fs::write(l.dir(&format!("ro/deep/er/f{i}")), b"base\n").expect("write");
+    }
+    // Short cache timeouts: lookups keep coming while files are being copied up.
+    let m = Mounted::new(
+        &format!("{},threads=4,entry_timeout=0,attr_timeout=0", l.dirs()),
+        &l.dir("mnt"),
+    );
+    let writers: Vec<_> = (0..6)
+        .map(|_| {
+            let dir = m.path("deep/er");
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(dir.join(format!("f{i}")))
+                        .expect("open");
+                    f.write_all(b"x").expect("append");
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let dir = m.path("deep/er");
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    for i in 0..20 {
+                        let data = std::fs::read(dir.join(format!("f{i}"))).expect("read");
+                        assert!(data.starts_with(b"base\n"), "{data:?}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in writers.into_iter().chain(readers) {
+        t.join().expect("thread");
+    }
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read(m.path(format!("deep/er/f{i}"))).expect("read"),
+            b"base\nxxxxxx",
+            "f{i}"
+        );
+        assert_eq!(
+            std::fs::read(l.dir(&format!("ro/deep/er/f{i}"))).expect("ro"),
+            b"base\n"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(l.dir("rw/.cowfs.tmp.work"))
+            .expect("work")
+            .count(),
+        0
+    );
+}

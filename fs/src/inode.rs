@@ -54,16 +54,23 @@ pub struct Identity {
 
 /// Where a node lives, computed for one branch-set epoch: `layers[0]` is the branch answering
 /// for it; a directory also merges the other layers.
+///
+/// `stamp` orders the facts a place was computed from: the union's change counter as read
+/// *before* looking (for a lookup), or as advanced *after* changing the branches (copy-up,
+/// rename, creation). A place never replaces one with a newer stamp, so a lookup that raced
+/// with a copy-up cannot put the pre-copy location back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Place {
     pub epoch: u64,
+    pub stamp: u64,
     pub layers: Arc<[usize]>,
 }
 
 impl Place {
-    pub fn new(epoch: u64, layers: Vec<usize>) -> Place {
+    pub fn new(epoch: u64, stamp: u64, layers: Vec<usize>) -> Place {
         Place {
             epoch,
+            stamp,
             layers: layers.into(),
         }
     }
@@ -119,8 +126,16 @@ impl Node {
         self.state.lock().place.clone().filter(|p| p.epoch == epoch)
     }
 
+    /// Records where the node lives, unless a newer fact is already recorded (see [`Place`]).
     pub fn set_place(&self, place: Place) {
-        self.state.lock().place = Some(place);
+        let mut st = self.state.lock();
+        let newer = st
+            .place
+            .as_ref()
+            .is_some_and(|p| p.epoch == place.epoch && p.stamp > place.stamp);
+        if !newer {
+            st.place = Some(place);
+        }
     }
 
     pub fn identity(&self) -> Option<Identity> {
@@ -438,7 +453,7 @@ mod tests {
     fn file(epoch: u64) -> Found {
         Found {
             kind: FileKind::File,
-            place: Place::new(epoch, vec![0]),
+            place: Place::new(epoch, 0, vec![0]),
             identity: None,
         }
     }
@@ -446,7 +461,7 @@ mod tests {
     fn dir() -> Found {
         Found {
             kind: FileKind::Dir,
-            place: Place::new(0, vec![0, 1]),
+            place: Place::new(0, 0, vec![0, 1]),
             identity: None,
         }
     }
@@ -530,6 +545,21 @@ mod tests {
         );
         let b2 = t.lookup(ROOT, OsStr::new("b"), linked(0));
         assert_ne!(b2.id, a.id);
+    }
+
+    #[test]
+    fn an_older_place_never_replaces_a_newer_one() {
+        let t = NodeTable::new(0);
+        let f = t.lookup(ROOT, OsStr::new("f"), file(0));
+        f.set_place(Place::new(0, 5, vec![0]));
+        // A lookup that started before the change (stamp 4) found the file still below.
+        f.set_place(Place::new(0, 4, vec![1]));
+        assert_eq!(f.place(0).map(|p| p.branch()), Some(0));
+        f.set_place(Place::new(0, 6, vec![1]));
+        assert_eq!(f.place(0).map(|p| p.branch()), Some(1));
+        // A new branch-set epoch always replaces.
+        f.set_place(Place::new(1, 0, vec![2]));
+        assert_eq!(f.place(1).map(|p| p.branch()), Some(2));
     }
 
     #[test]

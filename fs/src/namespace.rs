@@ -23,7 +23,7 @@ use crate::copyup::{self, Install, NewKind, Owner};
 use crate::inode::{self, Node, NodeId, Place};
 use crate::sys;
 use crate::union::{self, Found};
-use crate::unionfs::{Caller, CopyUp, UnionFs, check_name, identity_for, is_marked};
+use crate::unionfs::{Caller, CopyUp, UnionFs, check_name, identity_for, is_marked, is_marked_at};
 use crate::whiteout;
 
 /// A directory an operation works in.
@@ -66,19 +66,14 @@ impl UnionFs {
         }
         let set = self.snapshot();
         let dir = self.dir_ctx(&set, parent)?;
+        let stamp = self.stamp();
         let found = self
             .find(&set, &dir, name)?
             .ok_or_else(|| sys::err(libc::ENOENT))?;
         let kind = found.stat.kind().ok_or_else(|| sys::err(libc::EIO))?;
         let marked = if found.stat.is_file() && found.stat.nlink > 1 {
             let bdir = set.get(found.branch)?.open_dir(&dir.path)?;
-            let loc = crate::unionfs::Located {
-                branch: found.branch,
-                layers: Arc::from(vec![found.branch]),
-                dir: bdir,
-                name: name.to_os_string(),
-            };
-            is_marked(&loc)?
+            is_marked_at(bdir.as_fd(), name)?
         } else {
             false
         };
@@ -88,7 +83,7 @@ impl UnionFs {
             name,
             inode::Found {
                 kind,
-                place: Place::new(set.epoch(), found.layers),
+                place: Place::new(set.epoch(), stamp, found.layers),
                 identity: identity_for(found.branch, &found.stat, marked),
             },
         );
@@ -170,7 +165,7 @@ impl UnionFs {
             name,
             inode::Found {
                 kind: file_kind,
-                place: Place::new(set.epoch(), vec![w]),
+                place: Place::new(set.epoch(), self.bump(), vec![w]),
                 identity: None,
             },
         );
@@ -492,7 +487,7 @@ impl UnionFs {
         }
         self.nodes.rename((parent, name), (newparent, newname));
         if let Some(node) = self.nodes.child(newparent, newname) {
-            node.set_place(Place::new(set.epoch(), vec![w]));
+            node.set_place(Place::new(set.epoch(), self.bump(), vec![w]));
         }
         Ok(())
     }

@@ -143,6 +143,8 @@ pub(crate) enum CopyUp {
 pub struct UnionFs {
     set: RwLock<Arc<BranchSet>>,
     next_epoch: AtomicU64,
+    /// Advanced after every change of where something lives (see `inode::Place`).
+    changes: AtomicU64,
     branch_change: Mutex<()>,
     pub(crate) nodes: NodeTable,
     pub(crate) handles: HandleTable,
@@ -162,6 +164,7 @@ impl UnionFs {
         let fs = UnionFs {
             set: RwLock::new(Arc::new(set)),
             next_epoch: AtomicU64::new(2),
+            changes: AtomicU64::new(1),
             branch_change: Mutex::new(()),
             nodes: NodeTable::new(config.generation),
             handles: HandleTable::default(),
@@ -184,6 +187,17 @@ impl UnionFs {
         self.set.read().clone()
     }
 
+    /// The change counter, read before looking at the branches.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Advances the change counter after changing where something lives; the new value stamps
+    /// the new place.
+    pub(crate) fn bump(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     pub(crate) fn invalidate(&self, inval: Invalidation) {
         // Nobody listening (no kernel, or unmounting): nothing to invalidate.
         let _ = self.invalidations.send(inval);
@@ -202,13 +216,14 @@ impl UnionFs {
         if let Some(p) = node.place(set.epoch()) {
             return Ok(p);
         }
+        let stamp = self.stamp();
         let fs = RealBranches(set);
         let place = if node.id == ROOT {
             let layers = union::root_layers(&fs, set.len())?;
             if layers.is_empty() {
                 return Err(sys::err(libc::ENOENT));
             }
-            Place::new(set.epoch(), layers)
+            Place::new(set.epoch(), stamp, layers)
         } else {
             let (parent, ppath, name) = self.nodes.entry(node)?;
             let pnode = self.nodes.get(parent)?;
@@ -218,7 +233,7 @@ impl UnionFs {
             if found.stat.kind() != Some(node.kind) {
                 return Err(sys::err(libc::ESTALE));
             }
-            Place::new(set.epoch(), found.layers)
+            Place::new(set.epoch(), stamp, found.layers)
         };
         node.set_place(place.clone());
         Ok(place)
@@ -295,7 +310,7 @@ impl UnionFs {
         }
         let mut layers = vec![w];
         layers.extend(place.layers.iter().copied());
-        node.set_place(Place::new(set.epoch(), layers));
+        node.set_place(Place::new(set.epoch(), self.bump(), layers));
         set.get(w)?.open_dir(&self.nodes.path(node.id)?)
     }
 
@@ -378,7 +393,7 @@ impl UnionFs {
             broke_link = loc.branch == w,
             "copied to the writable branch"
         );
-        node.set_place(Place::new(set.epoch(), vec![w]));
+        node.set_place(Place::new(set.epoch(), self.bump(), vec![w]));
         let new_st = sys::stat_at(pdir.as_fd(), &name)?;
         self.nodes
             .set_identity(node, identity_for(w, &new_st, share));
@@ -522,7 +537,15 @@ impl UnionFs {
 
 /// Whether the entry is linked to a store object (carries the store's mark).
 pub(crate) fn is_marked(loc: &Located) -> io::Result<bool> {
-    match sys::get_xattr(loc.xattrs(), OsStr::new(hashstore::MARK_XATTR)) {
+    is_marked_at(loc.dir.as_fd(), &loc.name)
+}
+
+/// Whether entry `name` of `dir` carries the store's mark.
+pub(crate) fn is_marked_at(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+    match sys::get_xattr(
+        XattrTarget::At(dir, name),
+        OsStr::new(hashstore::MARK_XATTR),
+    ) {
         Ok(v) => Ok(v.is_some()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(false),
         Err(e) => Err(e),
