@@ -596,3 +596,34 @@ fn concurrent_first_writes_make_one_copy_and_lose_nothing() {
         0
     );
 }
+
+#[test]
+fn a_union_without_a_writable_branch_is_read_only() {
+    let l = Layout::new();
+    std::fs::write(l.dir("ro/f"), b"x").expect("write");
+    let m = Mounted::new(
+        &format!("lowerdir={}", l.dir("ro").display()),
+        &l.dir("mnt"),
+    );
+    assert_eq!(std::fs::read(m.path("f")).expect("read"), b"x");
+    for result in [
+        std::fs::write(m.path("f"), b"y"),
+        std::fs::write(m.path("new"), b"y"),
+        std::fs::create_dir(m.path("d")),
+        std::fs::remove_file(m.path("f")),
+        std::fs::set_permissions(m.path("f"), std::fs::Permissions::from_mode(0o600)),
+    ] {
+        assert_eq!(
+            result.expect_err("read-only").raw_os_error(),
+            Some(libc::EROFS)
+        );
+    }
+    // A writable branch added at run time makes it writable.
+    ok(unionctl()
+        .arg(&m.mnt)
+        .arg("add")
+        .arg(format!("{}=rw", l.dir("rw").display())));
+    std::fs::write(m.path("f"), b"y").expect("writable now");
+    assert_eq!(std::fs::read(l.dir("rw/f")).expect("copied up"), b"y");
+    assert_eq!(std::fs::read(l.dir("ro/f")).expect("ro"), b"x");
+}
