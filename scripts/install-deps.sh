@@ -24,6 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# pjdfstest (POSIX conformance suite, Rust rewrite) for scripts/pjdfstest.sh.
+if ! command -v pjdfstest >/dev/null 2>&1; then
+    echo "install-deps: cargo install pjdfstest --locked"
+    cargo install pjdfstest --locked --quiet
+fi
+
 # The guest-root corpus (Debian bookworm via debootstrap), built once per machine.
 export BASE=${COWFS_CORPUS:-/var/tmp/cowfs-corpus}
 if [ ! -f "$BASE/tarballs/g3.tar" ]; then

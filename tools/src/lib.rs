@@ -4,7 +4,10 @@
 //! `cowfs <cmd>` and the familiar standalone name (`vhashify`, `vdu`, …) share one code path.
 //! The business logic lives in the library crates; these modules parse, call and report.
 
+pub mod branch;
 pub mod common;
 pub mod kernel;
+pub mod mount;
+pub mod umount;
 pub mod vcontext;
 pub mod vps;

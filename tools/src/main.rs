@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cowfs_tools::common::{self, GlobalArgs};
 use cowfs_tools::{kernel, vcontext, vps};
 
@@ -22,14 +22,36 @@ enum Command {
     Ps(vps::Args),
     /// What this kernel allows (`cowfs kernel probe`).
     Kernel(kernel::Args),
+    /// Mount a union of branches and serve it (detached once mounted).
+    Mount(cowfs_tools::mount::Args),
+    /// Unmount a cowfs union.
+    Umount(cowfs_tools::umount::Args),
+    /// Change or show the branches of a mounted union (what `unionctl` does).
+    Branch(cowfs_tools::branch::Args),
 }
 
 fn main() -> ExitCode {
+    // mount(8) / mount.fuse run `cowfs SOURCE MNT -o OPTS` or `mount.fuse.cowfs SOURCE MNT …`.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let subcommands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .flat_map(|c| {
+            std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(String::from))
+        })
+        .chain(["help".to_string()])
+        .collect();
+    if let Some(args) = cowfs_tools::mount::helper_invocation(&argv, &subcommands) {
+        common::init_tracing(0);
+        return common::exit_with(args.and_then(cowfs_tools::mount::run));
+    }
     let cli = Cli::parse();
     common::init_tracing(cli.global.verbose);
     common::exit_with(match cli.command {
         Command::Context(args) => vcontext::run(args),
         Command::Ps(args) => vps::run(args),
         Command::Kernel(args) => kernel::run(args),
+        Command::Mount(args) => cowfs_tools::mount::run(args),
+        Command::Umount(args) => cowfs_tools::umount::run(args),
+        Command::Branch(args) => cowfs_tools::branch::run(args),
     })
 }
