@@ -17,14 +17,12 @@ cargo build --workspace --bins
 echo "== unit and end-to-end tests (incl. the differential random-operation tester)"
 cargo test --workspace
 
-<<<<<<< HEAD
+echo "== pjdfstest against the union mount"
+scripts/pjdfstest.sh
+
 echo "== eBPF object: rebuild kmod/ebpf and compare with the committed object"
 # Installs rust-src and bpf-linker when it can; if it cannot, says so and the unit test on the
 # recorded source hash (cargo test above) is what guards against a stale object.
 scripts/build-ebpf.sh --check
-=======
-echo "== pjdfstest against the union mount"
-scripts/pjdfstest.sh
->>>>>>> fs
 
 echo "== all tests passed"
