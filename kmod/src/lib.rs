@@ -3,6 +3,8 @@
 //! - [`object`]: the committed eBPF object (built from `kmod/ebpf/`) and its provenance.
 //! - [`bpf`]: loads it with aya — one enforcement set per context cgroup (devices, bind/connect,
 //!   sysctl) and one shared accounting set (forks/execs per cgroup for `vps`).
+//! - [`access`]: the per-context access log (`cowfs trace`); [`hotset`] and [`prewarm`]: the
+//!   ranges worth preloading and loading them into the page cache.
 //! - [`probe`]: what this kernel allows (`cowfs kernel probe`).
 //! - [`landlock`], [`caps`], [`devices`], [`net`]: the policies a context is confined by.
 //! - [`registry`]: contexts in SQLite; [`lifecycle`]: start/stop/destroy of their kernel state;
@@ -11,6 +13,7 @@
 //! See docs/architecture/kmod.md for why it is built this way.
 
 pub mod abi;
+pub mod access;
 pub mod bpf;
 pub mod caps;
 pub mod cgroup;
