@@ -14,17 +14,20 @@
 
 pub mod abi;
 pub mod access;
+pub mod beneath;
 pub mod bpf;
 pub mod caps;
 pub mod cgroup;
 pub mod context;
 pub mod devices;
 mod error;
+pub mod hotset;
 pub mod landlock;
 pub mod lifecycle;
 pub mod mounts;
 pub mod net;
 pub mod object;
+pub mod prewarm;
 pub mod probe;
 pub mod ps;
 pub mod registry;

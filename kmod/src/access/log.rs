@@ -51,6 +51,9 @@ pub struct FileAccess {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Of the file's head, read when the trace ended (see [`crate::hotset::fingerprint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// Position of the first touch among the log's files (0 = first).
     pub first: u64,
     /// Records seen for this file.
@@ -317,6 +320,7 @@ impl Collector {
                 ino: key.1,
                 size: meta.size,
                 mtime_ns: meta.mtime_ns,
+                fingerprint: None,
                 first: files.len() as u64,
                 touches: inode.touches,
                 read: clip(&inode.read),

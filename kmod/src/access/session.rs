@@ -14,16 +14,19 @@
 //! first exec: a run reuses the cgroup (its id is already registered) instead of creating a
 //! new one, and does not remove it when it ends while the hold lasts.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::log::{AccessLog, Collector, LOG_FORMAT, LOG_VERSION, encode_path};
+use super::log::{
+    AccessLog, Collector, FileAccess, LOG_FORMAT, LOG_VERSION, Status, decode_path, encode_path,
+};
 use super::tracer::Tracer;
 use super::walk::Snapshot;
-use crate::Result;
 use crate::cgroup::{ContextCgroup, Hierarchy};
 use crate::context::ContextSpec;
 use crate::lifecycle::{self, CgroupHold, RootMounter, StateDir};
+use crate::{Result, beneath, hotset};
 
 /// How to trace.
 #[derive(Debug, Clone)]
@@ -220,7 +223,8 @@ impl TraceSession {
         }
         let mut names = vec!["root".to_string()];
         names.extend(self.trees.iter().skip(1).map(|t| encode_path(t)));
-        let (files, unresolved) = self.collector.resolve(&self.first, &last, &names);
+        let (mut files, unresolved) = self.collector.resolve(&self.first, &last, &names);
+        fingerprint_files(&mut files, &self.trees, &names);
         let hooks = self
             .tracer
             .hooks()
@@ -255,6 +259,20 @@ impl TraceSession {
         let _lock = state.lock()?;
         drop(hold);
         lifecycle::stop_if_idle(state, &self.ctx, &UnmountOnly).map(drop)
+    }
+}
+
+/// Fills in each present file's fingerprint, read beneath the tree it was found in (its pages
+/// were just used, so this is a cache hit). A file that cannot be read keeps none.
+fn fingerprint_files(files: &mut [FileAccess], trees: &[PathBuf], names: &[String]) {
+    let roots: Vec<Option<OwnedFd>> = trees.iter().map(|t| beneath::open_root(t).ok()).collect();
+    for f in files.iter_mut().filter(|f| f.status != Status::Deleted) {
+        let Some(Some(root)) = names.iter().position(|n| *n == f.tree).map(|i| &roots[i]) else {
+            continue;
+        };
+        f.fingerprint = beneath::open_file(root, &decode_path(&f.path))
+            .ok()
+            .and_then(|fd| hotset::fingerprint(&mut std::fs::File::from(fd)).ok());
     }
 }
 
