@@ -94,6 +94,49 @@ pub struct Report {
     pub elapsed_ms: u64,
 }
 
+impl Report {
+    /// One line: what was loaded, how fast.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "prewarm: {} of {} files, {:.1} MiB in {} ms ({}, {} workers)",
+            self.loaded,
+            self.files,
+            self.bytes as f64 / 1048576.0,
+            self.elapsed_ms,
+            match self.method {
+                Method::Read => "read",
+                Method::Readahead => "readahead",
+            },
+            self.workers
+        );
+        if !self.skipped.is_empty() {
+            line.push_str(&format!("; {} skipped", self.skipped.len()));
+        }
+        if self.over_budget > 0 {
+            line.push_str(&format!("; {} over the byte budget", self.over_budget));
+        }
+        line
+    }
+
+    /// The skipped files and why, the first `max` of them.
+    pub fn skipped_summary(&self, max: usize) -> String {
+        let mut parts: Vec<String> = self
+            .skipped
+            .iter()
+            .take(max)
+            .map(|s| format!("{} ({})", s.path, s.reason))
+            .collect();
+        if self.skipped.len() > max {
+            parts.push(format!("and {} more", self.skipped.len() - max));
+        }
+        format!(
+            "prewarm skipped {} file(s) that changed since the hot set was recorded: {}",
+            self.skipped.len(),
+            parts.join(", ")
+        )
+    }
+}
+
 enum Outcome {
     Loaded(u64),
     Skipped(String),

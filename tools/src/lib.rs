@@ -5,6 +5,9 @@
 //! The business logic lives in the library crates; these modules parse, call and report.
 
 pub mod common;
+pub mod hotset;
 pub mod kernel;
+pub mod prewarm;
+pub mod trace;
 pub mod vcontext;
 pub mod vps;

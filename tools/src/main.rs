@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cowfs_tools::common::{self, GlobalArgs};
-use cowfs_tools::{kernel, vcontext, vps};
+use cowfs_tools::{hotset, kernel, prewarm, trace, vcontext, vps};
 
 /// cowfs: copy-on-write guest root filesystems from shared templates.
 #[derive(Parser, Debug)]
@@ -22,6 +22,12 @@ enum Command {
     Ps(vps::Args),
     /// What this kernel allows (`cowfs kernel probe`).
     Kernel(kernel::Args),
+    /// Record which files and byte ranges a context reads (an access log).
+    Trace(trace::Args),
+    /// Hot sets: the ranges worth preloading, built from access logs.
+    Hotset(hotset::Args),
+    /// Load a hot set into the page cache through a guest's root.
+    Prewarm(prewarm::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +37,8 @@ fn main() -> ExitCode {
         Command::Context(args) => vcontext::run(args),
         Command::Ps(args) => vps::run(args),
         Command::Kernel(args) => kernel::run(args),
+        Command::Trace(args) => trace::run(args),
+        Command::Hotset(args) => hotset::run(args),
+        Command::Prewarm(args) => prewarm::run(args),
     })
 }
