@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, env = "COWFS_STATE_DIR", default_value = StateDir::DEFAULT)]
     pub state_dir: PathBuf,
     /// Run this command in the context (as `vcontext run CONTEXT -- CMD`) and trace until it
-    /// ends.
+    /// ends (with --json, its stdout goes to stderr).
     #[arg(last = true)]
     pub command: Vec<OsString>,
 }
@@ -87,9 +87,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let cowfs = std::env::current_exe()
             .context("locating this program")?
             .with_file_name("cowfs");
+        let mut cmd = Command::new(&cowfs);
+        if args.json {
+            // stdout carries exactly one JSON document: the command's output goes to stderr.
+            cmd.stdout(std::io::stderr());
+        }
         child = Some(
-            Command::new(&cowfs)
-                .arg("context")
+            cmd.arg("context")
                 .arg("--state-dir")
                 .arg(&args.state_dir)
                 .arg("run")
