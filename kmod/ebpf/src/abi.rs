@@ -129,8 +129,9 @@ pub struct AccessStats {
     pub unreadable: u64,
 }
 
-/// Ring buffer size in the object; the loader sets the size asked for at load time.
-pub const ACCESS_LOG_DEFAULT_BYTES: u32 = 1 << 22;
+/// Ring buffer size in the object: one page, so that the loads of other programs (which
+/// create every map of the object) cost nothing; a trace session sets the size it wants.
+pub const ACCESS_LOG_DEFAULT_BYTES: u32 = 4096;
 
 pub const MAX_DEVICES: u32 = 256;
 pub const MAX_ADDRS: u32 = 64;

@@ -97,6 +97,24 @@ pub fn from_btf(path: &Path) -> Result<AccessConfig> {
     })
 }
 
+/// The offsets by field name (for reports); [`OFFSET_NONE`] where the kernel lacks one.
+pub fn fields(cfg: &AccessConfig) -> std::collections::BTreeMap<&'static str, u32> {
+    [
+        ("folio.flags", cfg.folio_flags),
+        ("folio.mapping", cfg.folio_mapping),
+        ("folio.index", cfg.folio_index),
+        ("folio._flags_1", cfg.folio_flags_1),
+        ("PG_head", cfg.pg_head),
+        ("address_space.host", cfg.mapping_host),
+        ("inode.i_mode", cfg.inode_mode),
+        ("inode.i_ino", cfg.inode_ino),
+        ("inode.i_sb", cfg.inode_sb),
+        ("super_block.s_dev", cfg.sb_dev),
+    ]
+    .into_iter()
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
