@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::log::{AccessLog, Status};
+use crate::access::log::{AccessLog, Status, load_versioned};
 use crate::access::ranges::RangeSet;
 use crate::{Error, Result};
 
@@ -212,28 +212,7 @@ pub fn build(logs: &[AccessLog], opts: &BuildOptions) -> HotSet {
 impl HotSet {
     /// Reads a hot set, refusing other formats and versions.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let bad = |why: String| Error::BadValue {
-            what: "hot set",
-            value: path.display().to_string(),
-            why,
-        };
-        let head: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if head["format"] != HOTSET_FORMAT {
-            return Err(bad(format!(
-                "not a {HOTSET_FORMAT} (format {})",
-                head["format"]
-            )));
-        }
-        if head["version"] != HOTSET_VERSION {
-            return Err(bad(format!(
-                "version {} (this cowfs reads version {HOTSET_VERSION})",
-                head["version"]
-            )));
-        }
-        serde_json::from_value(head).map_err(|e| bad(e.to_string()))
+        load_versioned(path, "hot set", HOTSET_FORMAT, HOTSET_VERSION)
     }
 }
 

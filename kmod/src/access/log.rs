@@ -106,28 +106,7 @@ pub struct AccessLog {
 impl AccessLog {
     /// Reads a log, refusing other formats and versions.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let bad = |why: String| Error::BadValue {
-            what: "access log",
-            value: path.display().to_string(),
-            why,
-        };
-        let head: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if head["format"] != LOG_FORMAT {
-            return Err(bad(format!(
-                "not a {LOG_FORMAT} (format {})",
-                head["format"]
-            )));
-        }
-        if head["version"] != LOG_VERSION {
-            return Err(bad(format!(
-                "version {} (this cowfs reads version {LOG_VERSION})",
-                head["version"]
-            )));
-        }
-        serde_json::from_value(head).map_err(|e| bad(e.to_string()))
+        load_versioned(path, "access log", LOG_FORMAT, LOG_VERSION)
     }
 
     /// Bytes read (sum of the read ranges of every file).
@@ -145,6 +124,34 @@ impl AccessLog {
             .map(|f| f.cached.iter().map(|r| r[1]).sum::<u64>())
             .sum()
     }
+}
+
+/// Reads a JSON document of `format` and `version` (the access log, the hot set), refusing any
+/// other with a clear reason.
+pub(crate) fn load_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &'static str,
+    format: &str,
+    version: u32,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let bad = |why: String| Error::BadValue {
+        what,
+        value: path.display().to_string(),
+        why,
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if doc["format"] != format {
+        return Err(bad(format!("not a {format} (format {})", doc["format"])));
+    }
+    if doc["version"] != version {
+        return Err(bad(format!(
+            "version {} (this cowfs reads version {version})",
+            doc["version"]
+        )));
+    }
+    serde_json::from_value(doc).map_err(|e| bad(e.to_string()))
 }
 
 /// Guest paths are bytes; the log is UTF-8 JSON. Bytes that are not UTF-8 are written as
