@@ -50,6 +50,7 @@ pub fn branch_dirs(spec: &str) -> Vec<PathBuf> {
 
 /// A context being traced.
 pub struct TraceSession {
+    state_path: PathBuf,
     ctx: ContextSpec,
     cgroup: ContextCgroup,
     cgroup_id: u64,
@@ -105,9 +106,18 @@ impl TraceSession {
             }
         }
         let started = SystemTime::now();
-        let first = Snapshot::walk(&trees)?;
-        let mut tracer = Tracer::start(opts.buffer, level as u32)?;
-        tracer.trace_cgroup(cgroup_id)?;
+        let prepared = Snapshot::walk(&trees).and_then(|first| {
+            let mut tracer = Tracer::start(opts.buffer, level as u32)?;
+            tracer.trace_cgroup(cgroup_id)?;
+            Ok((first, tracer))
+        });
+        let (first, tracer) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                release(state, &ctx, hold);
+                return Err(e);
+            }
+        };
         let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()
             .flatten()
@@ -119,6 +129,7 @@ impl TraceSession {
             first.files.len()
         );
         Ok(TraceSession {
+            state_path: state.path().to_path_buf(),
             ctx,
             cgroup,
             cgroup_id,
@@ -213,8 +224,9 @@ impl TraceSession {
             collector.add(&rec);
         });
         let stats = self.tracer.stats()?;
-        self.release(state)?;
-        // A tree that vanished (a branch removed) keeps its index for the others.
+        // The last walk happens while the hold keeps a union root that a run mounted in place
+        // (a FUSE inode is only found through its mount). A tree that vanished (a branch
+        // removed) keeps its index for the others.
         let mut last = Snapshot::default();
         for (i, top) in self.trees.iter().enumerate() {
             if top.is_dir() {
@@ -225,6 +237,11 @@ impl TraceSession {
         names.extend(self.trees.iter().skip(1).map(|t| encode_path(t)));
         let (mut files, unresolved) = self.collector.resolve(&self.first, &last, &names);
         fingerprint_files(&mut files, &self.trees, &names);
+        if let Some(hold) = self.hold.take() {
+            let _lock = state.lock()?;
+            drop(hold);
+            lifecycle::stop_if_idle(state, &self.ctx, &UnmountOnly)?;
+        }
         let hooks = self
             .tracer
             .hooks()
@@ -251,15 +268,6 @@ impl TraceSession {
             unresolved,
         })
     }
-
-    fn release(&mut self, state: &mut StateDir) -> Result<()> {
-        let Some(hold) = self.hold.take() else {
-            return Ok(());
-        };
-        let _lock = state.lock()?;
-        drop(hold);
-        lifecycle::stop_if_idle(state, &self.ctx, &UnmountOnly).map(drop)
-    }
 }
 
 /// Fills in each present file's fingerprint, read beneath the tree it was found in (its pages
@@ -276,15 +284,26 @@ fn fingerprint_files(files: &mut [FileAccess], trees: &[PathBuf], names: &[Strin
     }
 }
 
+/// Drops `hold` and stops the context if it is idle (nothing of a failed trace is left).
+fn release(state: &StateDir, ctx: &ContextSpec, hold: CgroupHold) {
+    let result = state.lock().and_then(|_lock| {
+        drop(hold);
+        lifecycle::stop_if_idle(state, ctx, &UnmountOnly)
+    });
+    if let Err(e) = result {
+        tracing::warn!("releasing the cgroup of {} after a trace: {e}", ctx.name);
+    }
+}
+
 impl Drop for TraceSession {
     fn drop(&mut self) {
-        // An error path: the hold goes with the session (CgroupHold's own Drop); a context that
-        // is idle is stopped by its next run or destroy, which treat an empty cgroup as stale.
-        if self.hold.is_some() {
-            tracing::warn!(
-                "trace of {} ended early; its idle cgroup stays until the next run or destroy",
-                self.ctx.name
-            );
+        // An error path (finish takes the hold): release here, so that a failed trace leaves
+        // no idle cgroup behind.
+        if let Some(hold) = self.hold.take() {
+            match StateDir::open(&self.state_path) {
+                Ok(state) => release(&state, &self.ctx, hold),
+                Err(e) => tracing::warn!("trace of {}: {e}", self.ctx.name),
+            }
         }
     }
 }
