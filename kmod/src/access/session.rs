@@ -147,10 +147,6 @@ impl TraceSession {
         })
     }
 
-    pub fn tracer(&self) -> &Tracer {
-        &self.tracer
-    }
-
     /// Folds whatever the ring buffer holds; returns how many records.
     pub fn poll(&mut self, timeout: Duration) -> Result<usize> {
         self.tracer.wait(timeout)?;

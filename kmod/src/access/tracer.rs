@@ -52,8 +52,9 @@ pub fn buffer_size(bytes: u64) -> u64 {
 
 /// One loaded, attached set of access programs.
 pub struct Tracer {
-    // Field order is drop order: the links (in `ebpf`) go first, then the maps.
-    ebpf: Ebpf,
+    // Held only to keep the programs and their links alive. Field order is drop order: the
+    // links go first, then the maps.
+    _ebpf: Ebpf,
     ring: RingBuf<MapData>,
     traced: HashMap<MapData, u64, u8>,
     stats: PerCpuArray<MapData, AccessStats>,
@@ -136,7 +137,7 @@ impl Tracer {
             ));
         }
         Ok(Tracer {
-            ebpf,
+            _ebpf: ebpf,
             ring,
             traced,
             stats,
@@ -211,15 +212,6 @@ impl Tracer {
                 dropped: a.dropped + v.dropped,
                 unreadable: a.unreadable + v.unreadable,
             }))
-    }
-
-    /// Ids of the loaded programs (for leak checks).
-    pub fn program_ids(&self) -> Vec<u32> {
-        self.ebpf
-            .programs()
-            .filter_map(|(_, p)| p.info().ok())
-            .map(|i| i.id())
-            .collect()
     }
 }
 
