@@ -11,3 +11,5 @@ pub use shared::*;
 unsafe impl aya::Pod for DevKey {}
 unsafe impl aya::Pod for NetConfig {}
 unsafe impl aya::Pod for ProcCounters {}
+unsafe impl aya::Pod for AccessConfig {}
+unsafe impl aya::Pod for AccessStats {}

@@ -150,6 +150,73 @@ impl StateDir {
     fn accounting_dir(&self, bpffs: &Path) -> PathBuf {
         Accounting::dir(bpffs, self.registry.instance())
     }
+
+    fn holds_dir(&self) -> PathBuf {
+        self.path.join("holds")
+    }
+
+    /// Keeps the cgroup of `ctx` (and so its id) alive across runs until the hold is dropped:
+    /// a tracer registers the id once and sees every later run. The caller holds the lock.
+    pub fn hold_cgroup(&self, ctx: &ContextSpec) -> Result<CgroupHold> {
+        let dir = self.holds_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let pid = std::process::id() as i32;
+        let start = process_start(pid).unwrap_or(0);
+        let path = dir.join(format!("x{}.{pid}.{start}", ctx.xid));
+        std::fs::write(&path, b"")
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        Ok(CgroupHold { path })
+    }
+
+    /// Whether a live process holds the cgroup of `ctx`; holds of dead processes (a tracer
+    /// that was killed) are removed on the way.
+    pub fn cgroup_held(&self, ctx: &ContextSpec) -> Result<bool> {
+        let dir = self.holds_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        let prefix = format!("x{}.", ctx.xid);
+        let mut held = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let mut parts = rest.split('.');
+            let pid = parts.next().and_then(|p| p.parse::<i32>().ok());
+            let start = parts.next().and_then(|p| p.parse::<u64>().ok());
+            let alive = matches!((pid, start), (Some(pid), Some(start)) if process_start(pid) == Some(start));
+            if alive {
+                held = true;
+            } else {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(held)
+    }
+}
+
+/// Start time of a process (clock ticks after boot): tells a live pid from a reused one.
+fn process_start(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|s| s.starttime)
+}
+
+/// See [`StateDir::hold_cgroup`]; released when dropped (or when its process dies).
+#[derive(Debug)]
+pub struct CgroupHold {
+    path: PathBuf,
+}
+
+impl Drop for CgroupHold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// What a start established, and what it could not.
@@ -287,16 +354,29 @@ fn register_accounting(state: &StateDir, cgroup: &ContextCgroup) -> Result<()> {
     Ok(())
 }
 
-/// Removes a context's kernel state if none of its processes is left (the caller holds the
-/// lock); returns whether it did. Idempotent: whatever is already gone is skipped.
+/// Removes a context's kernel state if none of its processes is left and no tracer holds its
+/// cgroup (the caller holds the lock); returns whether it did. Idempotent: whatever is already
+/// gone is skipped.
 pub fn stop_if_idle(
     state: &StateDir,
     ctx: &ContextSpec,
     mounter: &dyn RootMounter,
 ) -> Result<bool> {
+    stop_idle(state, ctx, mounter, false)
+}
+
+fn stop_idle(
+    state: &StateDir,
+    ctx: &ContextSpec,
+    mounter: &dyn RootMounter,
+    ignore_holds: bool,
+) -> Result<bool> {
     let hierarchy = Hierarchy::detect()?;
     let cgroup = state.cgroup(&hierarchy, ctx);
     if cgroup.populated()? {
+        return Ok(false);
+    }
+    if !ignore_holds && state.cgroup_held(ctx)? {
         return Ok(false);
     }
     if cgroup.exists() {
@@ -355,7 +435,8 @@ pub fn destroy(state: &mut StateDir, name: &str, mounter: &dyn RootMounter) -> R
     let cgroup = state.cgroup(&hierarchy, &ctx);
     let killed = cgroup.procs()?.len();
     cgroup.kill_all(&ctx.name, Duration::from_secs(10))?;
-    if !stop_if_idle(state, &ctx, mounter)? {
+    // A tracer's hold does not outlive the context: it sees the cgroup go and stops.
+    if !stop_idle(state, &ctx, mounter, true)? {
         return Err(Error::StillRunning {
             name: ctx.name.clone(),
             secs: 10,

@@ -191,6 +191,11 @@ mod tests {
             (abi::PROG_SYSCTL, "CgroupSysctl"),
             (abi::PROG_FORK, "RawTracePoint"),
             (abi::PROG_EXEC, "RawTracePoint"),
+            (abi::PROG_PC_READ, "RawTracePoint"),
+            (abi::PROG_PC_FAULT, "RawTracePoint"),
+            (abi::PROG_PC_MAP, "RawTracePoint"),
+            (abi::PROG_PC_ADD, "RawTracePoint"),
+            (abi::PROG_PC_DIRTY, "RawTracePoint"),
             (abi::PROBE_CGROUP_DEVICE, "CgroupDevice"),
             (abi::PROBE_SOCK_ADDR, "CgroupSockAddr"),
             (abi::PROBE_SYSCTL, "CgroupSysctl"),
@@ -225,5 +230,16 @@ mod tests {
             key_value(abi::MAP_PROC_COUNTERS),
             Some((8, size(size_of::<abi::ProcCounters>())))
         );
+        assert_eq!(key_value(abi::MAP_TRACED_CGROUPS), Some((8, 1)));
+        assert_eq!(
+            key_value(abi::MAP_ACCESS_CONFIG),
+            Some((4, size(size_of::<abi::AccessConfig>())))
+        );
+        assert_eq!(
+            key_value(abi::MAP_ACCESS_STATS),
+            Some((4, size(size_of::<abi::AccessStats>())))
+        );
+        // A ring buffer (type 27) has no key or value; its size is set at load time.
+        assert_eq!(summary.maps.get(abi::MAP_ACCESS_LOG).map(|m| m.0), Some(27));
     }
 }

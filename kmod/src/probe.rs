@@ -16,7 +16,8 @@ use aya::programs::{
 use aya::{Btf, Ebpf};
 use serde::Serialize;
 
-use crate::{abi, bpf, cgroup, landlock, mounts, object};
+use crate::access::tracer::HookReport;
+use crate::{abi, access, bpf, cgroup, landlock, mounts, object};
 
 /// Everything `cowfs kernel probe` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +38,43 @@ pub struct Report {
     pub namespaces: Vec<Namespace>,
     /// BLAKE3 of the eBPF sources the embedded object was built from.
     pub ebpf_source_blake3: Option<String>,
+    /// The access-log programs (`cowfs trace`), attached for a moment to their tracepoints.
+    pub access_log: AccessProbe,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessProbe {
+    /// The kernel struct offsets the programs read, from BTF (`None`: see `error`).
+    pub layout: Option<std::collections::BTreeMap<&'static str, u32>>,
+    /// Each hook, attached and detached again (nothing is traced: no cgroup is registered).
+    pub hooks: Vec<HookReport>,
+    pub error: Option<String>,
+}
+
+fn access_log() -> AccessProbe {
+    let layout = match access::layout::from_btf(std::path::Path::new(access::layout::VMLINUX_BTF)) {
+        Ok(l) => l,
+        Err(e) => {
+            return AccessProbe {
+                layout: None,
+                hooks: Vec::new(),
+                error: Some(e.to_string()),
+            };
+        }
+    };
+    // Level 0 and no registered cgroup: the programs run and record nothing.
+    match access::Tracer::start(access::tracer::MIN_BUFFER, 0) {
+        Ok(t) => AccessProbe {
+            layout: Some(access::layout::fields(&layout)),
+            hooks: t.hooks().to_vec(),
+            error: None,
+        },
+        Err(e) => AccessProbe {
+            layout: Some(access::layout::fields(&layout)),
+            hooks: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +156,7 @@ pub fn run() -> Report {
         kernel_btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         namespaces: namespaces(),
         ebpf_source_blake3: object::manifest().ok().map(|m| m.source_blake3),
+        access_log: access_log(),
     }
 }
 
@@ -214,6 +253,11 @@ fn programs() -> (Vec<ProgramLoad>, Vec<ProgramLoad>) {
         abi::PROG_SYSCTL,
         abi::PROG_FORK,
         abi::PROG_EXEC,
+        abi::PROG_PC_READ,
+        abi::PROG_PC_FAULT,
+        abi::PROG_PC_MAP,
+        abi::PROG_PC_ADD,
+        abi::PROG_PC_DIRTY,
     ];
     let mut ebpf = match Ebpf::load(object::OBJECT) {
         Ok(e) => e,
@@ -401,6 +445,10 @@ mod tests {
             r.cowfs_programs
         );
         assert_eq!(r.fuse.passthrough, Some(true), "{:?}", r.fuse);
+        let a = &r.access_log;
+        assert!(a.error.is_none() && a.layout.is_some(), "{a:?}");
+        assert_eq!(a.hooks.len(), 5, "{a:?}");
+        assert!(a.hooks.iter().all(|h| h.attached), "{a:?}");
         assert!(r.landlock.scopes, "{:?}", r.landlock);
         assert!(r.cgroup2.is_some());
         for ns in &r.namespaces {

@@ -36,8 +36,9 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
 use crate::caps::CapSet;
 use crate::context::ContextSpec;
+use crate::hotset::HotSet;
 use crate::lifecycle::{self, RootMounter, StateDir};
-use crate::{Error, Result, landlock};
+use crate::{Error, Result, landlock, prewarm};
 
 /// How to run a command in a context.
 pub struct RunOptions<'a> {
@@ -46,6 +47,12 @@ pub struct RunOptions<'a> {
     pub require_isolation: bool,
     /// Told about every layer that runs degraded (the CLI prints these on stderr).
     pub warn: &'a dyn Fn(&str),
+    /// Told what went well but is worth saying (the prewarm's summary).
+    pub info: &'a dyn Fn(&str),
+    /// A hot set to load into the page cache before the command runs. It is loaded by the
+    /// context's pid 1 after pivot_root and Landlock: through the guest's own root, confined
+    /// like the guest, and charged to the context's cgroup.
+    pub prewarm: Option<(HotSet, prewarm::Options)>,
 }
 
 /// Signals forwarded to the command. SIGINT and SIGQUIT are not: a terminal sends them to the
@@ -81,6 +88,7 @@ struct Plan {
     argv: Vec<CString>,
     env: Vec<CString>,
     old_mask: SigSet,
+    prewarm: Option<(HotSet, prewarm::Options)>,
 }
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -104,7 +112,7 @@ pub fn run(
     state: &mut StateDir,
     name: &str,
     mounter: &dyn RootMounter,
-    opts: RunOptions<'_>,
+    mut opts: RunOptions<'_>,
 ) -> Result<i32> {
     if opts.command.is_empty() {
         return Err(Error::BadValue {
@@ -166,6 +174,7 @@ pub fn run(
         argv,
         env: environment(ctx.uid),
         old_mask,
+        prewarm: opts.prewarm.take(),
     };
     let result = launch(&ctx, &plan, &started.cgroup, lock, &opts);
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
@@ -232,6 +241,9 @@ fn launch(
         match (parts.next(), parts.next(), parts.next()) {
             (Some("W"), Some(_stage), Some(msg)) => {
                 (opts.warn)(&format!("context {}: {msg}", ctx.name))
+            }
+            (Some("I"), Some(_stage), Some(msg)) => {
+                (opts.info)(&format!("context {}: {msg}", ctx.name))
             }
             (Some("E"), Some(stage), Some(msg)) => {
                 failure = Some(Error::Setup {
@@ -300,6 +312,18 @@ fn pid1(plan: &Plan, go: &OwnedFd, status: &OwnedFd) -> isize {
         Err((stage, msg)) => {
             report(status, "E", stage, &msg);
             return 1;
+        }
+    }
+    if let Some((set, opts)) = &plan.prewarm {
+        // Threads end here, before the fork: the command's process starts single-threaded.
+        match prewarm::prewarm(Path::new("/"), set, opts) {
+            Ok(r) => {
+                report(status, "I", "prewarm", &r.summary());
+                if !r.skipped.is_empty() {
+                    report(status, "W", "prewarm", &r.skipped_summary(5));
+                }
+            }
+            Err(e) => report(status, "W", "prewarm", &format!("prewarm failed: {e}")),
         }
     }
     // SAFETY: this process is single-threaded (a clone of a single-threaded one).

@@ -107,6 +107,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for p in &r.cowfs_programs {
         println!("{}", program_line(p));
     }
+    let a = &r.access_log;
+    match (&a.layout, &a.error) {
+        (Some(l), None) => {
+            let at = |f: &str| l.get(f).copied().unwrap_or(cowfs_kmod::abi::OFFSET_NONE);
+            println!(
+                "access log   kernel struct offsets from BTF: folio.mapping {}, folio.index {}, inode.i_ino {}, super_block.s_dev {}{}",
+                at("folio.mapping"),
+                at("folio.index"),
+                at("inode.i_ino"),
+                at("super_block.s_dev"),
+                if at("PG_head") == cowfs_kmod::abi::OFFSET_NONE {
+                    " (large folios counted as one page)"
+                } else {
+                    ""
+                }
+            )
+        }
+        (_, Some(e)) => println!("access log   UNAVAILABLE: {e}"),
+        (None, None) => println!("access log   UNAVAILABLE"),
+    }
+    for h in &a.hooks {
+        match &h.error {
+            None => println!("  raw_tp {:<28} {:<16} attached", h.tracepoint, h.program),
+            Some(e) => println!(
+                "  raw_tp {:<28} {:<16} NOT ATTACHED: {e}",
+                h.tracepoint, h.program
+            ),
+        }
+    }
     if let Some(h) = &r.ebpf_source_blake3 {
         println!("eBPF object  built from sources with BLAKE3 {h}");
     }

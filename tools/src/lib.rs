@@ -6,8 +6,11 @@
 
 pub mod branch;
 pub mod common;
+pub mod hotset;
 pub mod kernel;
 pub mod mount;
+pub mod prewarm;
+pub mod trace;
 pub mod umount;
 pub mod vcontext;
 pub mod vps;

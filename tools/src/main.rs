@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use cowfs_tools::common::{self, GlobalArgs};
-use cowfs_tools::{kernel, vcontext, vps};
+use cowfs_tools::{hotset, kernel, prewarm, trace, vcontext, vps};
 
 /// cowfs: copy-on-write guest root filesystems from shared templates.
 #[derive(Parser, Debug)]
@@ -28,6 +28,12 @@ enum Command {
     Umount(cowfs_tools::umount::Args),
     /// Change or show the branches of a mounted union (what `unionctl` does).
     Branch(cowfs_tools::branch::Args),
+    /// Record which files and byte ranges a context reads (an access log).
+    Trace(trace::Args),
+    /// Hot sets: the ranges worth preloading, built from access logs.
+    Hotset(hotset::Args),
+    /// Load a hot set into the page cache through a guest's root.
+    Prewarm(prewarm::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +59,8 @@ fn main() -> ExitCode {
         Command::Mount(args) => cowfs_tools::mount::run(args),
         Command::Umount(args) => cowfs_tools::umount::run(args),
         Command::Branch(args) => cowfs_tools::branch::run(args),
+        Command::Trace(args) => trace::run(args),
+        Command::Hotset(args) => hotset::run(args),
+        Command::Prewarm(args) => prewarm::run(args),
     })
 }

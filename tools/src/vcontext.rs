@@ -7,7 +7,9 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context as _;
 use cowfs_kmod::context::CreateRequest;
+use cowfs_kmod::hotset::HotSet;
 use cowfs_kmod::lifecycle::{self, RootMounter, StateDir};
+use cowfs_kmod::prewarm;
 use cowfs_kmod::run::{self, RunOptions};
 
 use crate::common;
@@ -88,6 +90,12 @@ pub struct RunArgs {
     /// Refuse to run when an isolation layer is unavailable (even if the context allows it).
     #[arg(long)]
     pub require_kernel_isolation: bool,
+    /// Load this hot set (`cowfs hotset build`) into the page cache before the command runs.
+    #[arg(long, value_name = "HOTSET")]
+    pub prewarm: Option<PathBuf>,
+    /// Parallel readers of the prewarm.
+    #[arg(long, default_value_t = 8, requires = "prewarm")]
+    pub prewarm_workers: usize,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -153,6 +161,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Sub::Create(c) => create(&mut state, c),
         Sub::Run(r) => {
             let warn = |msg: &str| eprintln!("vcontext: warning: {msg}");
+            let info = |msg: &str| eprintln!("vcontext: {msg}");
+            let prewarm = match &r.prewarm {
+                Some(path) => Some((
+                    HotSet::load(path).with_context(|| format!("hot set {}", path.display()))?,
+                    prewarm::Options {
+                        workers: r.prewarm_workers,
+                        ..Default::default()
+                    },
+                )),
+                None => None,
+            };
             let code = run::run(
                 &mut state,
                 &r.name,
@@ -161,6 +180,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     command: r.command,
                     require_isolation: r.require_kernel_isolation,
                     warn: &warn,
+                    info: &info,
+                    prewarm,
                 },
             )
             .with_context(|| format!("running context {}", r.name))?;

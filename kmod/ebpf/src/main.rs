@@ -3,13 +3,15 @@
 //! Built for `bpfel-unknown-none` by `scripts/build-ebpf.sh`; the object is committed under
 //! `kmod/ebpf-obj/` and embedded by the loader, which loads one enforcement set per context
 //! (device, sock_addr, sysctl: their maps hold that context's policy) and one shared accounting
-//! set (raw tracepoints keyed by cgroup id). The `probe_*` programs exist only so that
+//! set (raw tracepoints keyed by cgroup id). The access programs (`access`) are loaded once per
+//! trace session and write what traced cgroups read to a ring buffer. The `probe_*` programs exist only so that
 //! `cowfs kernel probe` can ask the kernel whether it accepts each program type.
 #![no_std]
 #![no_main]
 
 #[allow(dead_code)] // the loader uses the names; the programs only the layouts
 mod abi;
+mod access;
 mod acct;
 mod device;
 mod net;
