@@ -217,7 +217,10 @@ fn examine(store: &Store, item: &Listed, old: Option<&ObjectRow>, rehash: bool) 
     let Some(id) = item.id else {
         return Examined::Unresolved("not an object name; left in place".into());
     };
-    let fd = match sys::open_read_at(store.subdir_fd_at(item.subdir), &item.name) {
+    let fd = match store
+        .subdir_fd_at(item.subdir)
+        .and_then(|d| sys::open_read_at(d, &item.name))
+    {
         Ok(fd) => fd,
         Err(e) => return Examined::Unresolved(format!("unreadable: {e}")),
     };
@@ -288,12 +291,10 @@ fn quarantine(store: &Store, item: &Listed) -> Result<std::path::PathBuf> {
     let mut name: OsString = item.name.clone();
     let mut n = 0;
     loop {
-        match sys::rename_noreplace(
-            store.subdir_fd_at(item.subdir),
-            &item.name,
-            qfd.as_fd(),
-            &name,
-        ) {
+        let moved = store
+            .subdir_fd_at(item.subdir)
+            .and_then(|d| sys::rename_noreplace(d, &item.name, qfd.as_fd(), &name));
+        match moved {
             Ok(()) => return Ok(qdir.join(&name)),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 n += 1;

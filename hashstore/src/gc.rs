@@ -60,12 +60,10 @@ fn put_back(store: &Store, aside: &OsStr, id: ObjectId) -> Result<ObjectId> {
     let tmp_path = store.root().join(TMP_DIR).join(aside);
     let mut target = id;
     loop {
-        match sys::rename_noreplace(
-            store.tmp_fd(),
-            aside,
-            store.subdir_fd(&target.key),
-            &target.file_name(),
-        ) {
+        let moved = store
+            .subdir_fd(&target.key)
+            .and_then(|d| sys::rename_noreplace(store.tmp_fd(), aside, d, &target.file_name()));
+        match moved {
             Ok(()) => return Ok(target),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => target.seq += 1,
             Err(e) => return Err(e).at(&tmp_path),
@@ -133,7 +131,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
     for item in objects::list(store)? {
         let Some(id) = item.id else { continue };
         report.objects += 1;
-        let subdir = store.subdir_fd_at(item.subdir);
+        let subdir = store.subdir_fd_at(item.subdir).at(store.object_path(&id))?;
         let st = match sys::lstat_at(subdir, &item.name) {
             Ok(st) => st,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,

@@ -45,7 +45,10 @@ pub fn stats(store: &Store) -> Result<Stats> {
             s.stray_files += 1;
             continue;
         };
-        let st = match sys::lstat_at(store.subdir_fd_at(item.subdir), &item.name) {
+        let st = match store
+            .subdir_fd_at(item.subdir)
+            .and_then(|d| sys::lstat_at(d, &item.name))
+        {
             Ok(st) => st,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e).at(store.object_path(&id)),

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -17,9 +17,7 @@ use tracing::debug;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, ObjectRow};
 use crate::key::{ContentHash, FileMeta, Key, KeyPolicy, Timestamp, ctime_of, mtime_of};
-use crate::layout::{
-    FORMAT_FILE, FORMAT_LINE, INDEX_FILE, OBJECTS_DIR, ObjectId, TMP_DIR, subdirs,
-};
+use crate::layout::{FORMAT_FILE, FORMAT_LINE, INDEX_FILE, OBJECTS_DIR, ObjectId, TMP_DIR};
 use crate::lock::{LockMode, StoreLock};
 use crate::sys::{self, Stat};
 use crate::{MARK_XATTR, mark};
@@ -33,7 +31,9 @@ pub const DEFAULT_MAX_LINKS: u64 = 65000;
 pub struct Store {
     root: PathBuf,
     root_fd: OwnedFd,
-    subdir_fds: Vec<OwnedFd>,
+    objects_fd: OwnedFd,
+    /// `objects/xx`, opened (and created) on first use: an empty store stays small.
+    subdir_fds: Vec<OnceLock<OwnedFd>>,
     tmp_fd: OwnedFd,
     dev: u64,
     index: Mutex<Index>,
@@ -137,10 +137,7 @@ impl Store {
         }
         let lock = StoreLock::acquire(root, LockMode::Exclusive)?;
         let objects = root.join(OBJECTS_DIR);
-        for sub in subdirs() {
-            let d = objects.join(sub);
-            fs::create_dir_all(&d).at(&d)?;
-        }
+        fs::create_dir_all(&objects).at(&objects)?;
         let tmp = root.join(TMP_DIR);
         fs::create_dir_all(&tmp).at(&tmp)?;
         drop(Index::create(&root.join(INDEX_FILE))?);
@@ -171,21 +168,16 @@ impl Store {
         let root_fd = sys::open_dir_path(&root).at(&root)?;
         let dev = fs::metadata(&root).at(&root)?.dev();
         let objects = root.join(OBJECTS_DIR);
-        let mut subdir_fds = Vec::with_capacity(256);
-        for sub in subdirs() {
-            let d = objects.join(&sub);
-            if !d.is_dir() {
-                // fsck re-creates missing fan-out directories; do it here too, it is harmless.
-                fs::create_dir_all(&d).at(&d)?;
-            }
-            subdir_fds.push(sys::open_dir_path(&d).at(&d)?);
-        }
+        fs::create_dir_all(&objects).at(&objects)?;
+        let objects_fd = sys::open_dir_path(&objects).at(&objects)?;
+        let subdir_fds = (0..256).map(|_| OnceLock::new()).collect();
         let tmp = root.join(TMP_DIR);
         fs::create_dir_all(&tmp).at(&tmp)?;
         let tmp_fd = sys::open_dir_path(&tmp).at(&tmp)?;
         Ok(Store {
             root,
             root_fd,
+            objects_fd,
             subdir_fds,
             tmp_fd,
             dev,
@@ -219,14 +211,36 @@ impl Store {
         self.tmp_fd.as_fd()
     }
 
-    /// The fan-out directory `objects/xx` that holds objects of `key`.
-    pub fn subdir_fd(&self, key: &Key) -> BorrowedFd<'_> {
-        self.subdir_fds[key.0[0] as usize].as_fd()
+    /// The fan-out directory `objects/xx` that holds objects of `key` (created if needed).
+    pub fn subdir_fd(&self, key: &Key) -> io::Result<BorrowedFd<'_>> {
+        self.subdir_fd_at(key.0[0] as usize)
     }
 
-    /// The fan-out directory with index `byte` (0..=255).
-    pub(crate) fn subdir_fd_at(&self, byte: usize) -> BorrowedFd<'_> {
-        self.subdir_fds[byte].as_fd()
+    /// The fan-out directory with index `byte` (0..=255), created on first use.
+    pub fn subdir_fd_at(&self, byte: usize) -> io::Result<BorrowedFd<'_>> {
+        let cell = &self.subdir_fds[byte];
+        if let Some(fd) = cell.get() {
+            return Ok(fd.as_fd());
+        }
+        let name = format!("{byte:02x}");
+        match nix::sys::stat::mkdirat(
+            self.objects_fd.as_fd(),
+            name.as_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let fd = sys::open_beneath(
+            self.objects_fd.as_fd(),
+            Path::new(&name),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )?;
+        // Another thread may have won the race; its fd is as good as ours.
+        let _ = cell.set(fd);
+        cell.get()
+            .map(AsFd::as_fd)
+            .ok_or_else(|| io::Error::other("fan-out directory handle vanished"))
     }
 
     /// Absolute path of an object file.
@@ -258,7 +272,7 @@ impl Store {
 
     /// `lstat` of an object file; `None` if it does not exist.
     pub fn stat_object(&self, id: &ObjectId) -> io::Result<Option<Stat>> {
-        match sys::lstat_at(self.subdir_fd(&id.key), &id.file_name()) {
+        match sys::lstat_at(self.subdir_fd(&id.key)?, &id.file_name()) {
             Ok(st) => Ok(Some(st)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
@@ -267,7 +281,9 @@ impl Store {
 
     /// Opens an object for reading.
     pub fn open_object(&self, id: &ObjectId) -> Result<OwnedFd> {
-        sys::open_read_at(self.subdir_fd(&id.key), &id.file_name()).at(self.object_path(id))
+        self.subdir_fd(&id.key)
+            .and_then(|d| sys::open_read_at(d, &id.file_name()))
+            .at(self.object_path(id))
     }
 
     /// Makes `src` object `id` without copying: sets the mark on the inode, hard-links it into
@@ -301,7 +317,7 @@ impl Store {
                 let _ = mark::remove_mark(src.fd);
             }
         };
-        let subdir = self.subdir_fd(&id.key);
+        let subdir = self.subdir_fd(&id.key).at(self.object_path(&id))?;
         let name = id.file_name();
         match sys::link_fd(src.fd, subdir, &name) {
             Ok(()) => {}
@@ -396,16 +412,16 @@ impl Store {
         };
         let result = self.fill_copy(src, tmp.as_fd(), &id);
         let linked = result.and_then(|()| match &tmp_name {
-            None => match sys::link_fd(tmp.as_fd(), self.subdir_fd(&key), &id.file_name()) {
+            None => match self
+                .subdir_fd(&key)
+                .and_then(|d| sys::link_fd(tmp.as_fd(), d, &id.file_name()))
+            {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
                 r => r.map(|()| true).at(self.object_path(&id)),
             },
-            Some(name) => match sys::rename_noreplace(
-                self.tmp_fd(),
-                OsStr::new(name),
-                self.subdir_fd(&key),
-                &id.file_name(),
-            ) {
+            Some(name) => match self.subdir_fd(&key).and_then(|d| {
+                sys::rename_noreplace(self.tmp_fd(), OsStr::new(name), d, &id.file_name())
+            }) {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
                 r => r.map(|()| true).at(self.object_path(&id)),
             },
@@ -483,15 +499,17 @@ impl Store {
     }
 
     /// Hard-links object `id` as `dir/name` and checks that the new link really is the object
-    /// (a collector may have moved the object aside between our lookup and the link; then the
-    /// new link is removed and `Vanished` returned). Returns the `stat` of the object.
+    /// still in the store (a collector may have moved it aside between our lookup and the link;
+    /// then the new link is removed and `Vanished` returned). `expected_ino` is the object's
+    /// inode if the caller knows it (one `stat` instead of two); 0 if not.
     pub fn link_object(
         &self,
         id: &ObjectId,
+        expected_ino: u64,
         dir: BorrowedFd<'_>,
         name: &OsStr,
-    ) -> std::result::Result<Stat, LinkFailure> {
-        let subdir = self.subdir_fd(&id.key);
+    ) -> std::result::Result<(), LinkFailure> {
+        let subdir = self.subdir_fd(&id.key).map_err(LinkFailure::Io)?;
         let obj_name = id.file_name();
         if let Err(e) = sys::link_at(subdir, &obj_name, dir, name) {
             return Err(match e.raw_os_error() {
@@ -501,10 +519,13 @@ impl Store {
                 _ => LinkFailure::Io(e),
             });
         }
-        let ours = sys::lstat_at(dir, name);
-        let theirs = sys::lstat_at(subdir, &obj_name);
-        match (ours, theirs) {
-            (Ok(a), Ok(b)) if a.st_ino == b.st_ino && a.st_dev == b.st_dev => Ok(b),
+        let expected = if expected_ino != 0 {
+            Some(expected_ino)
+        } else {
+            sys::lstat_at(dir, name).ok().map(|st| st.st_ino)
+        };
+        match sys::lstat_at(subdir, &obj_name) {
+            Ok(st) if Some(st.st_ino) == expected => Ok(()),
             _ => {
                 let _ = sys::unlink_at(dir, name);
                 Err(LinkFailure::Vanished)

@@ -66,7 +66,10 @@ pub(crate) fn check_object(store: &Store, item: &Listed, row: Option<&ObjectRow>
     let Some(id) = item.id else {
         return bad("stray-file", "not an object name".into());
     };
-    let fd = match sys::open_read_at(store.subdir_fd_at(item.subdir), &item.name) {
+    let fd = match store
+        .subdir_fd_at(item.subdir)
+        .and_then(|d| sys::open_read_at(d, &item.name))
+    {
         Ok(fd) => fd,
         Err(e) => return bad("unreadable", e.to_string()),
     };

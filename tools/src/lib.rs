@@ -5,3 +5,8 @@
 //! The business logic lives in the library crates; these modules parse, call and report.
 
 pub mod common;
+pub mod demo;
+pub mod du;
+pub mod hashify;
+pub mod progress;
+pub mod store;

@@ -32,6 +32,9 @@ pub const TMP_PREFIX: &str = ".cowfs.tmp.";
 
 /// Directories journaled per transaction.
 const DIR_BATCH: usize = 64;
+/// Threads closing the handles of freed inodes, and how many handles may wait for them.
+const REAPERS: usize = 8;
+const REAPER_QUEUE: usize = 1024;
 
 /// The object every path of a key is linked to, and what we know to switch when it fills up
 /// or vanishes.
@@ -55,6 +58,10 @@ enum PathOutcome {
 }
 
 struct Ctx<'a> {
+    /// Handles of replaced inodes whose last link the rename removes: closing them frees the
+    /// inode, which on a filesystem mounted with `discard` waits for the device. Reaper threads
+    /// close them so that those waits overlap instead of stalling the replacement loop.
+    reaper: crossbeam::channel::Sender<OwnedFd>,
     store: &'a Store,
     roots: &'a [Root],
     scan: &'a Scan,
@@ -169,6 +176,7 @@ pub fn apply(
             index.remove_object(id)?;
         }
     }
+    let store_dev = opts.store_dev.unwrap_or(store.dev());
     let mut groups: HashMap<Key, Group> = HashMap::new();
     for (i, inode) in scan.inodes.iter().enumerate() {
         match &inode.state {
@@ -213,6 +221,7 @@ pub fn apply(
         }
     }
     need_new.sort();
+    let t_objects = std::time::Instant::now();
     progress.phase("storing objects", need_new.len() as u64);
     let skips: Mutex<Vec<(u32, SkipReason, String)>> = Mutex::new(Vec::new());
     if opts.dry_run {
@@ -221,10 +230,10 @@ pub fn apply(
             let same_dev = g
                 .members
                 .iter()
-                .any(|&i| scan.inodes[i as usize].st.st_dev == store.dev());
+                .any(|&i| scan.inodes[i as usize].st.st_dev == store_dev);
             if same_dev {
                 report.objects_linked += 1;
-                let leader = leader_order(scan, store, &g.members)[0];
+                let leader = leader_order(scan, store_dev, &g.members)[0];
                 targets.insert(
                     *key,
                     (
@@ -281,6 +290,12 @@ pub fn apply(
         );
     }
 
+    report.phase_ms.insert(
+        "apply-objects".into(),
+        t_objects.elapsed().as_millis() as u64,
+    );
+    let t_links = std::time::Instant::now();
+
     // Then the paths.
     let mut by_dir: HashMap<u32, Vec<(u32, Key)>> = HashMap::new();
     let mut foreign = 0u64;
@@ -293,7 +308,7 @@ pub fn apply(
             if !matches!(inode.state, InodeState::Hashed { .. }) || inode.st.st_ino == target_ino {
                 continue;
             }
-            if inode.st.st_dev != store.dev() {
+            if inode.st.st_dev != store_dev {
                 foreign += inode.files.len() as u64;
                 continue;
             }
@@ -337,7 +352,9 @@ pub fn apply(
                 (*key, Mutex::new(state))
             })
             .collect();
+        let (reaper, doomed) = crossbeam::channel::bounded::<OwnedFd>(REAPER_QUEUE);
         let ctx = Ctx {
+            reaper,
             store,
             roots,
             scan,
@@ -349,47 +366,61 @@ pub fn apply(
         let cursor = AtomicUsize::new(0);
         let results: Mutex<Vec<(u32, PathOutcome)>> = Mutex::new(Vec::new());
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..threads.max(1) {
-                s.spawn(|| {
-                    let mut index = match store.open_index() {
-                        Ok(i) => i,
-                        Err(e) => {
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            return;
-                        }
-                    };
-                    let mut mine = Vec::new();
-                    loop {
-                        let n = cursor.fetch_add(1, Ordering::Relaxed);
-                        let Some(batch) = batches.get(n) else { break };
-                        if let Err(e) = process_batch(&ctx, batch, &mut index, progress, &mut mine)
-                        {
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            break;
-                        }
-                    }
-                    results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .append(&mut mine);
-                });
+        let mut new_rows = Vec::new();
+        std::thread::scope(|outer| {
+            for _ in 0..REAPERS {
+                let doomed = doomed.clone();
+                outer.spawn(move || doomed.iter().for_each(drop));
             }
+            drop(doomed);
+            std::thread::scope(|s| {
+                for _ in 0..threads.max(1) {
+                    s.spawn(|| {
+                        let mut index = match store.open_index() {
+                            Ok(i) => i,
+                            Err(e) => {
+                                first_error
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .get_or_insert(e);
+                                return;
+                            }
+                        };
+                        let mut mine = Vec::new();
+                        loop {
+                            let n = cursor.fetch_add(1, Ordering::Relaxed);
+                            let Some(batch) = batches.get(n) else { break };
+                            if let Err(e) =
+                                process_batch(&ctx, batch, &mut index, progress, &mut mine)
+                            {
+                                first_error
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .get_or_insert(e);
+                                break;
+                            }
+                        }
+                        results
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .append(&mut mine);
+                    });
+                }
+            });
+            // Dropping the context closes the reapers' channel: they finish and the scope ends.
+            new_rows = ctx.new_rows.into_inner().unwrap_or_else(|p| p.into_inner());
         });
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
         outcomes = results.into_inner().unwrap_or_else(|p| p.into_inner());
-        let rows = ctx.new_rows.into_inner().unwrap_or_else(|p| p.into_inner());
-        report.objects_linked += rows.len() as u64;
-        store.record(&rows)?;
+        report.objects_linked += new_rows.len() as u64;
+        store.record(&new_rows)?;
     }
+
+    report
+        .phase_ms
+        .insert("apply-links".into(), t_links.elapsed().as_millis() as u64);
 
     // Tally, and what is freed: an inode whose every link was replaced.
     let mut replaced: HashMap<u32, u64> = HashMap::new();
@@ -440,7 +471,7 @@ pub fn apply(
             _ => None,
         })
         .collect();
-    if !opts.dry_run || !cache_rows.is_empty() {
+    if !opts.dry_run {
         store.index().put_file_hashes(&cache_rows)?;
     }
     Ok(())
@@ -448,12 +479,12 @@ pub fn apply(
 
 /// Member inodes in the order they are tried as the object: on the store's filesystem first,
 /// then the ones with most paths (fewest replacements), then walk order.
-fn leader_order(scan: &Scan, store: &Store, members: &[u32]) -> Vec<u32> {
+fn leader_order(scan: &Scan, store_dev: u64, members: &[u32]) -> Vec<u32> {
     let mut order = members.to_vec();
     order.sort_by_key(|&i| {
         let inode = &scan.inodes[i as usize];
         (
-            inode.st.st_dev != store.dev(),
+            inode.st.st_dev != store_dev,
             std::cmp::Reverse(inode.files.len()),
             i,
         )
@@ -490,7 +521,7 @@ fn make_object(
     policy: KeyPolicy,
     skips: &Mutex<Vec<(u32, SkipReason, String)>>,
 ) -> Option<Made> {
-    for i in leader_order(scan, store, &g.members) {
+    for i in leader_order(scan, store.dev(), &g.members) {
         let inode = &scan.inodes[i as usize];
         let InodeState::Hashed { st, .. } = &inode.state else {
             continue;
@@ -663,10 +694,28 @@ fn replace(ctx: &Ctx<'_>, dirfd: BorrowedFd<'_>, f: u32, key: &Key) -> PathOutco
             return PathOutcome::AlreadyObject;
         }
         let tmp = unique_tmp_name(TMP_PREFIX);
-        match ctx.store.link_object(&target, dirfd, OsStr::new(&tmp)) {
-            Ok(_) => {
+        match ctx
+            .store
+            .link_object(&target, target_ino, dirfd, OsStr::new(&tmp))
+        {
+            Ok(()) => {
+                // The rename drops this inode's last link: hold it so that a reaper frees it.
+                let doomed = if now.st_nlink == 1 {
+                    nix::fcntl::openat(
+                        dirfd,
+                        name,
+                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .ok()
+                } else {
+                    None
+                };
                 return match sys::rename_at(dirfd, OsStr::new(&tmp), dirfd, name) {
                     Ok(()) => {
+                        if let Some(fd) = doomed {
+                            let _ = ctx.reaper.send(fd);
+                        }
                         debug!(path = %ctx.scan.display(ctx.roots, file).display(), object = %target, "linked");
                         PathOutcome::Linked
                     }

@@ -47,6 +47,9 @@ pub struct Options {
     pub only_duplicates: bool,
     /// Worker threads (0: one per CPU).
     pub threads: usize,
+    /// The device the store is on, when it is not the store passed in: a dry run against a store
+    /// that does not exist yet runs on a scratch store and says here where the real one will be.
+    pub store_dev: Option<u64>,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             copy_foreign: false,
             only_duplicates: false,
             threads: 0,
+            store_dev: None,
         }
     }
 }
@@ -215,9 +219,9 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// Where `path` would be once created: the canonical form of its deepest existing ancestor
-/// plus the rest.
-fn canonical_future(path: &Path) -> Result<PathBuf> {
+/// Where a store at `path` is or will be: the canonical form of its deepest existing ancestor
+/// plus the rest, and the device of that ancestor.
+pub fn store_location(path: &Path) -> Result<(PathBuf, u64)> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -226,26 +230,25 @@ fn canonical_future(path: &Path) -> Result<PathBuf> {
     let mut rest = Vec::new();
     let mut cur = abs.as_path();
     loop {
-        match std::fs::canonicalize(cur) {
-            Ok(c) => {
-                let mut out = c;
-                for part in rest.iter().rev() {
-                    out.push(part);
-                }
-                return Ok(out);
+        if let Ok(c) = std::fs::canonicalize(cur) {
+            let dev = std::fs::metadata(&c).at(&c)?.dev();
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
             }
-            Err(_) => match (cur.parent(), cur.file_name()) {
-                (Some(parent), Some(name)) => {
-                    rest.push(name.to_os_string());
-                    cur = parent;
-                }
-                _ => {
-                    return Err(Error::InvalidInput(format!(
-                        "{} has no existing ancestor",
-                        path.display()
-                    )));
-                }
-            },
+            return Ok((out, dev));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "{} has no existing ancestor",
+                    path.display()
+                )));
+            }
         }
     }
 }
@@ -258,24 +261,7 @@ pub fn open_guests(guests: &[PathBuf], store: &Path, copy_foreign: bool) -> Resu
     if guests.is_empty() {
         return Err(Error::InvalidInput("no guest roots given".into()));
     }
-    let store_canon = canonical_future(store)?;
-    let store_dev = {
-        let mut p = store_canon.as_path();
-        loop {
-            if let Ok(m) = std::fs::metadata(p) {
-                break m.dev();
-            }
-            match p.parent() {
-                Some(parent) => p = parent,
-                None => {
-                    return Err(Error::InvalidInput(format!(
-                        "cannot stat {}",
-                        store.display()
-                    )));
-                }
-            }
-        }
-    };
+    let (store_canon, store_dev) = store_location(store)?;
     let roots = crate::walk::open_roots(guests)?;
     for root in &roots {
         if store_canon == root.path || crate::walk::is_inside(&store_canon, &root.path) {
