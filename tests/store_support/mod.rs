@@ -243,3 +243,42 @@ pub fn object_files(store: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Starts `cmd` with debug logging of the store on stderr, and SIGKILLs it right after it has
+/// logged `k` lines (each is one step that changed something on disk). Returns whether it was
+/// killed (false: it finished first) and how many lines it logged.
+pub fn kill_after_lines(mut cmd: std::process::Command, k: u64) -> (bool, u64) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env("RUST_LOG", "hashstore=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = 0;
+    let mut killed = false;
+    for line in std::io::BufReader::new(stderr).lines() {
+        if line.is_err() {
+            break;
+        }
+        lines += 1;
+        if lines >= k {
+            child.kill().expect("SIGKILL");
+            killed = true;
+            break;
+        }
+    }
+    let status = child.wait().expect("wait");
+    if !killed {
+        assert!(status.success(), "the run failed on its own: {status}");
+    }
+    (killed, lines)
+}
+
+/// The command line of a binary of this workspace.
+pub fn command(bin: &str, args: &[String]) -> std::process::Command {
+    let mut c = std::process::Command::new(cowfs::bin(bin));
+    c.args(args);
+    c
+}
