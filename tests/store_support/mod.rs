@@ -282,3 +282,32 @@ pub fn command(bin: &str, args: &[String]) -> std::process::Command {
     c.args(args);
     c
 }
+
+/// A tmpfs mounted for a test (another filesystem than the store's), unmounted on drop even if
+/// the test fails.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mkdir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=512m,mode=0755"),
+        )
+        .expect("mount tmpfs (the tests run as root)");
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
