@@ -20,8 +20,10 @@ fn build(root: &Path) {
             1 | 2 => 96 * 1024 + n * 7,
             _ => 200 + n * 53,
         };
-        let mut meta = Meta::default();
-        meta.mode = if n % 5 == 0 { 0o755 } else { 0o644 };
+        let meta = Meta {
+            mode: if n % 5 == 0 { 0o755 } else { 0o644 },
+            ..Meta::default()
+        };
         put(
             &root.join(format!("d{}/f{n}", n % 6)),
             &bytes(&format!("obj {n}"), len),

@@ -35,7 +35,7 @@ fn a_full_object_gets_a_sibling() {
         excludes: ExcludeList::default(),
         ..Options::default()
     };
-    let roots = unify::open_guests(&[g1.clone()], &store_path, false).expect("guests");
+    let roots = unify::open_guests(std::slice::from_ref(&g1), &store_path, false).expect("guests");
     unify::unify(&store, &roots, &opts, &NoProgress).expect("first run");
     let object = hashstore::objects::list(&store).expect("list");
     assert_eq!(object.len(), 1);

@@ -103,7 +103,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         store_dev: None,
     };
     // Every check before the first change: nothing is created for bad input.
-    let roots = unify::open_guests(&args.guests, &store_path, args.copy)?;
+    let roots = unify::open_guests(&args.guests, &store_path, args.copy).map_err(|e| match e {
+        hashstore::Error::CrossDevice { .. } => {
+            anyhow::anyhow!("{e}; --copy copies such a guest's files into the store instead")
+        }
+        e => e.into(),
+    })?;
     let exists = store_path.join(hashstore::layout::FORMAT_FILE).exists();
     let _scratch;
     let store = if args.dry_run && !exists {
