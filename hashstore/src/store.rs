@@ -78,8 +78,9 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A name no other process or thread uses at the same time (pid + counter).
 pub fn unique_tmp_name(prefix: &str) -> String {
+    static PID: OnceLock<u32> = OnceLock::new();
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}.{n}", std::process::id())
+    format!("{prefix}{}.{n}", PID.get_or_init(std::process::id))
 }
 
 fn check_format(root: &Path) -> Result<()> {

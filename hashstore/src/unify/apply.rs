@@ -32,8 +32,10 @@ pub const TMP_PREFIX: &str = ".cowfs.tmp.";
 
 /// Directories journaled per transaction.
 const DIR_BATCH: usize = 64;
-/// Threads closing the handles of freed inodes, and how many handles may wait for them.
-const REAPERS: usize = 8;
+/// Threads closing the handles of freed inodes, and how many handles may wait for them. They
+/// mostly wait for the device (one discard per freed inode on a `discard` mount); measured on the
+/// corpus, 32 of them keep up with two replacing threads (8: 1.6× slower, 1: 10× slower).
+const REAPERS: usize = 32;
 const REAPER_QUEUE: usize = 1024;
 
 /// The object every path of a key is linked to, and what we know to switch when it fills up
