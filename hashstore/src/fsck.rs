@@ -12,7 +12,7 @@ use tracing::warn;
 use crate::error::{Error, IoContext, Result};
 use crate::gc;
 use crate::index::{Index, ObjectRow};
-use crate::key::{ContentHash, FileMeta, KeyPolicy, hash_fd};
+use crate::key::{FileMeta, KeyPolicy, hash_fd};
 use crate::layout::{
     FORMAT_FILE, FORMAT_LINE, INDEX_FILE, OBJECTS_DIR, ObjectId, QUARANTINE_DIR, TMP_DIR,
 };
@@ -332,14 +332,4 @@ fn settle_tmp(store: &Store, report: &mut FsckReport) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The content hash of an object the index does not know (fsck helper for callers).
-pub fn content_hash_of(store: &Store, id: &ObjectId) -> Result<ContentHash> {
-    let fd = store.open_object(id)?;
-    let st = sys::fstat(fd.as_fd()).at(store.object_path(id))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    hash_fd(fd.as_fd(), st.st_size as u64, &mut buf)
-        .at(store.object_path(id))?
-        .ok_or_else(|| Error::Changed(store.object_path(id)))
 }

@@ -11,6 +11,17 @@ use crate::error::{Error, Result};
 use crate::key::{ContentHash, Key, Timestamp};
 use crate::layout::ObjectId;
 
+/// The object columns in `row_to_object` order, optionally followed by a clause.
+macro_rules! select_objects {
+    ($($tail:literal)?) => {
+        concat!(
+            "SELECT key, seq, content_hash, size, dev, ino, mode, uid, gid, mtime_sec, mtime_nsec,
+             ignore_mtime FROM objects"
+            $(, " ", $tail)?
+        )
+    };
+}
+
 /// Schema migrations, in order; `PRAGMA user_version` counts how many have run.
 const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
@@ -273,24 +284,21 @@ impl Index {
     /// The objects with this key (usually one; more after EMLINK or a collector race).
     pub fn objects_by_key(&self, key: &Key) -> Result<Vec<ObjectRow>> {
         self.object_rows(
-            &format!("{SELECT_OBJECTS} WHERE key = ?1 ORDER BY seq"),
+            select_objects!("WHERE key = ?1 ORDER BY seq"),
             params![&key.0[..]],
         )
     }
 
     /// The objects of this size: the only ones a file of that size can be unified with.
     pub fn objects_by_size(&self, size: u64) -> Result<Vec<ObjectRow>> {
-        self.object_rows(
-            &format!("{SELECT_OBJECTS} WHERE size = ?1"),
-            params![size as i64],
-        )
+        self.object_rows(select_objects!("WHERE size = ?1"), params![size as i64])
     }
 
     /// The object row of an inode, if it is one.
     pub fn object_by_inode(&self, dev: u64, ino: u64) -> Result<Option<ObjectRow>> {
         Ok(self
             .object_rows(
-                &format!("{SELECT_OBJECTS} WHERE dev = ?1 AND ino = ?2"),
+                select_objects!("WHERE dev = ?1 AND ino = ?2"),
                 params![dev as i64, ino as i64],
             )?
             .into_iter()
@@ -299,7 +307,7 @@ impl Index {
 
     /// Every object row.
     pub fn all_objects(&self) -> Result<Vec<ObjectRow>> {
-        self.object_rows(SELECT_OBJECTS, [])
+        self.object_rows(select_objects!(), [])
     }
 
     /// Number of object rows and of distinct contents among them.
@@ -497,9 +505,6 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 }
-
-const SELECT_OBJECTS: &str = "SELECT key, seq, content_hash, size, dev, ino, mode, uid, gid,
-    mtime_sec, mtime_nsec, ignore_mtime FROM objects";
 
 fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ObjectRow>> {
     let key: Vec<u8> = r.get(0)?;

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, ObjectRow};
-use crate::key::{ContentHash, FileMeta, Key, KeyPolicy, Timestamp, ctime_of, mtime_of};
+use crate::key::{ContentHash, FileMeta, Key, KeyPolicy, ctime_of, mtime_of};
 use crate::layout::{FORMAT_FILE, FORMAT_LINE, INDEX_FILE, OBJECTS_DIR, ObjectId, TMP_DIR};
 use crate::lock::{LockMode, StoreLock};
 use crate::sys::{self, Stat};
@@ -592,9 +592,4 @@ pub fn matches_row(st: &Stat, row: &ObjectRow) -> bool {
         && st.st_uid == row.uid
         && st.st_gid == row.gid
         && (row.ignore_mtime || mtime_of(st) == row.mtime)
-}
-
-/// The mtime recorded for a row, for messages.
-pub fn row_mtime(row: &ObjectRow) -> Timestamp {
-    row.mtime
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::index::ObjectRow;
 use crate::key::{FileMeta, KeyPolicy, hash_fd};
-use crate::layout::{OBJECTS_DIR, ObjectId};
+use crate::layout::ObjectId;
 use crate::objects::{self, Listed};
 use crate::store::Store;
 use crate::{mark, sys};
@@ -147,6 +147,5 @@ pub fn verify(store: &Store, threads: usize) -> Result<VerifyReport> {
     let present: std::collections::HashSet<ObjectId> = listed.iter().filter_map(|l| l.id).collect();
     report.index_rows_without_object =
         rows.keys().filter(|id| !present.contains(id)).count() as u64;
-    let _ = OBJECTS_DIR;
     Ok(report)
 }

@@ -4,7 +4,6 @@
 //! original atime/mtime back.
 
 use std::os::fd::AsFd;
-use std::path::Path;
 
 use nix::dir::Dir;
 use nix::fcntl::OFlag;
@@ -115,13 +114,4 @@ fn recover_dir(root: &Root, e: &DirTimes) -> u64 {
         warn!(dir = %root.display(&e.rel).display(), "cannot restore directory times: {err}");
     }
     removed
-}
-
-/// Whether `rel` names a journaled directory of `root` (for tests and fsck reports).
-pub fn is_journaled(store: &Store, root: &Path, rel: &Path) -> Result<bool> {
-    Ok(store
-        .index()
-        .journaled_dirs(Some(root))?
-        .iter()
-        .any(|d| d.rel == rel))
 }
