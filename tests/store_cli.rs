@@ -30,6 +30,17 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Unifies guest `g` into `store` (everything, no exclude list).
+fn hashify(store: &Path, g: &Path) {
+    ok(cowfs([
+        "hashify",
+        "--no-default-excludes",
+        "--store",
+        s(store),
+        s(g),
+    ]));
+}
+
 fn objects(store: &Path) -> BTreeSet<PathBuf> {
     object_files(store).into_iter().collect()
 }
@@ -104,13 +115,7 @@ fn verify_names_a_flipped_byte_in_any_object() {
     let store = t.path().join("store");
     let g = t.path().join("g");
     guest(&g, 12);
-    ok(cowfs([
-        "hashify",
-        "--no-default-excludes",
-        "--store",
-        s(&store),
-        s(&g),
-    ]));
+    hashify(&store, &g);
     let all = object_files(&store);
     assert_eq!(all.len(), 12);
     let mut rng = Rng::from_env("verify_names_a_flipped_byte_in_any_object");
@@ -128,7 +133,7 @@ fn verify_names_a_flipped_byte_in_any_object() {
         let bit = 1u8 << rng.below(8);
         f.write_all_at(&[b[0] ^ bit], offset).expect("write");
         // Bit rot does not touch the mtime: put it back.
-        set_mtime_ns(victim, &meta);
+        set_times_from(victim, &meta);
 
         let out = cowfs(["store", "verify", s(&store)]);
         assert_eq!(out.status.code(), Some(1), "verify must fail");
@@ -143,23 +148,9 @@ fn verify_names_a_flipped_byte_in_any_object() {
         );
 
         f.write_all_at(&b, offset).expect("write back");
-        set_mtime_ns(victim, &meta);
+        set_times_from(victim, &meta);
         ok(cowfs(["store", "verify", s(&store)]));
     }
-}
-
-fn set_mtime_ns(path: &Path, meta: &std::fs::Metadata) {
-    use std::os::unix::fs::MetadataExt;
-    let a = nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let m = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &a,
-        &m,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .expect("utimensat");
 }
 
 fn no_panic(stderr: &str) {
@@ -172,13 +163,7 @@ fn missing_corrupt_locked_and_foreign_stores_give_clear_messages() {
     let store = t.path().join("store");
     let g = t.path().join("g");
     guest(&g, 6);
-    ok(cowfs([
-        "hashify",
-        "--no-default-excludes",
-        "--store",
-        s(&store),
-        s(&g),
-    ]));
+    hashify(&store, &g);
 
     // Not a store.
     let err = fails(cowfs(["store", "stats", s(&g)]));
@@ -238,13 +223,7 @@ fn fsck_repairs_marks_and_quarantines_damaged_objects() {
     let store = t.path().join("store");
     let g = t.path().join("g");
     guest(&g, 6);
-    ok(cowfs([
-        "hashify",
-        "--no-default-excludes",
-        "--store",
-        s(&store),
-        s(&g),
-    ]));
+    hashify(&store, &g);
     let objs = object_files(&store);
 
     // A lost mark is put back.
@@ -269,7 +248,7 @@ fn fsck_repairs_marks_and_quarantines_damaged_objects() {
         .open(&objs[1])
         .expect("open");
     f.write_all_at(b"X", 0).expect("write");
-    set_mtime_ns(&objs[1], &meta);
+    set_times_from(&objs[1], &meta);
     let out = cowfs(["store", "fsck", "--rehash", "--json", s(&store)]);
     assert_eq!(
         out.status.code(),

@@ -38,11 +38,8 @@ fn expected_objects(root: &Path) -> HashMap<String, u64> {
     for d in std::fs::read_dir(root).expect("readdir").flatten() {
         for f in std::fs::read_dir(d.path()).expect("readdir").flatten() {
             let file = std::fs::File::open(f.path()).expect("open");
-            let (meta, st) = hashstore::FileMeta::from_fd(file.as_fd()).expect("meta");
-            let mut buf = vec![0u8; 1 << 16];
-            let content = hashstore::key::hash_fd(file.as_fd(), st.st_size as u64, &mut buf)
-                .expect("read")
-                .expect("stable");
+            let (meta, st, content) = hashstore::key::describe_fd(file.as_fd()).expect("read");
+            let content = content.expect("stable");
             let key = meta.key(hashstore::KeyPolicy::default(), &content);
             out.insert(key.to_hex(), st.st_size as u64);
         }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use hashstore::index::ObjectRow;
-use hashstore::key::{FileMeta, hash_fd};
+use hashstore::key::{FileMeta, describe_fd, hash_fd};
 use hashstore::{ContentHash, InsertSource, Key, KeyPolicy, ObjectId, Store, Timestamp};
 
 static N: AtomicU64 = AtomicU64::new(0);
@@ -31,11 +31,8 @@ fn new_file(dir: &Path, len: usize) -> PathBuf {
 
 fn insert(store: &Store, path: &Path, copy: bool) {
     let fd = std::fs::File::open(path).expect("open");
-    let (meta, st) = FileMeta::from_fd(fd.as_fd()).expect("meta");
-    let mut buf = vec![0u8; 1 << 16];
-    let content = hash_fd(fd.as_fd(), st.st_size as u64, &mut buf)
-        .expect("read")
-        .expect("stable");
+    let (meta, st, content) = describe_fd(fd.as_fd()).expect("read");
+    let content = content.expect("stable");
     let src = InsertSource {
         fd: fd.as_fd(),
         path,

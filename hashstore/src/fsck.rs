@@ -265,18 +265,7 @@ fn examine(store: &Store, item: &Listed, old: Option<&ObjectRow>, rehash: bool) 
             Err(e) => return Examined::Unresolved(format!("cannot set the mark: {e}")),
         },
     };
-    let row = ObjectRow {
-        id,
-        content_hash: content,
-        size: meta.size,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        mode: meta.mode,
-        uid: meta.uid,
-        gid: meta.gid,
-        mtime: meta.mtime,
-        ignore_mtime: policy.ignore_mtime,
-    };
+    let row = ObjectRow::new(id, &meta, &st, content, policy.ignore_mtime);
     Examined::Row {
         row,
         hashed,
@@ -309,11 +298,7 @@ fn quarantine(store: &Store, item: &Listed) -> Result<std::path::PathBuf> {
 /// Settles `tmp/`: a collector's leftover goes back or away, a named partial copy is removed.
 fn settle_tmp(store: &Store, report: &mut FsckReport) -> Result<()> {
     let tmp = store.root().join(TMP_DIR);
-    let names: Vec<OsString> = std::fs::read_dir(&tmp)
-        .at(&tmp)?
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .collect();
-    for name in names {
+    for name in objects::tmp_names(store)? {
         if let Some(id) = gc::leftover_id(&name) {
             gc::settle_leftover(store, &name, id)?;
             report.tmp_settled += 1;

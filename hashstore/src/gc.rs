@@ -164,12 +164,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
 
 /// Objects a killed collector left in `tmp/`: settled like fresh ones.
 fn settle_leftovers(store: &Store, report: &mut GcReport) -> Result<()> {
-    let tmp = store.root().join(TMP_DIR);
-    let names: Vec<OsString> = std::fs::read_dir(&tmp)
-        .at(&tmp)?
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .collect();
-    for name in names {
+    for name in objects::tmp_names(store)? {
         let Some(id) = parse_aside(&name) else {
             continue;
         };

@@ -83,6 +83,30 @@ pub struct ObjectRow {
     pub ignore_mtime: bool,
 }
 
+impl ObjectRow {
+    /// The row of object `id`: an inode with this `stat` and metadata, and this content.
+    pub fn new(
+        id: ObjectId,
+        meta: &crate::key::FileMeta,
+        st: &crate::sys::Stat,
+        content_hash: ContentHash,
+        ignore_mtime: bool,
+    ) -> ObjectRow {
+        ObjectRow {
+            id,
+            content_hash,
+            size: meta.size,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+            ignore_mtime,
+        }
+    }
+}
+
 /// A remembered content hash of a file, valid while (dev, ino, size, mtime, ctime) match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileHashRow {
@@ -218,23 +242,36 @@ impl Index {
         }
     }
 
-    /// Adds or replaces object rows, all in one transaction.
-    pub fn put_objects(&mut self, rows: &[ObjectRow]) -> Result<()> {
-        if rows.is_empty() {
+    /// Runs `sql` once per item, binding it with `bind`, all in one transaction.
+    fn batch<T>(
+        &mut self,
+        sql: &str,
+        items: &[T],
+        bind: impl Fn(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+    ) -> Result<()> {
+        if items.is_empty() {
             return Ok(());
         }
         let path = self.path.clone();
         let e = |e| Error::from_sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
         {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO objects (key, seq, content_hash, size, dev, ino, mode,
-                     uid, gid, mtime_sec, mtime_nsec, ignore_mtime)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )
-                .map_err(e)?;
-            for r in rows {
+            let mut st = tx.prepare_cached(sql).map_err(e)?;
+            for item in items {
+                bind(&mut st, item).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Adds or replaces object rows, all in one transaction.
+    pub fn put_objects(&mut self, rows: &[ObjectRow]) -> Result<()> {
+        self.batch(
+            "INSERT OR REPLACE INTO objects (key, seq, content_hash, size, dev, ino, mode, uid,
+             gid, mtime_sec, mtime_nsec, ignore_mtime)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            rows,
+            |st, r| {
                 st.execute(params![
                     &r.id.key.0[..],
                     r.id.seq,
@@ -249,10 +286,8 @@ impl Index {
                     r.mtime.nsec,
                     r.ignore_mtime,
                 ])
-                .map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
+            },
+        )
     }
 
     /// Forgets an object.
@@ -353,14 +388,8 @@ impl Index {
                         dev: r.get::<_, i64>(0)? as u64,
                         ino: r.get::<_, i64>(1)? as u64,
                         size: r.get::<_, i64>(2)? as u64,
-                        mtime: Timestamp {
-                            sec: r.get(3)?,
-                            nsec: r.get(4)?,
-                        },
-                        ctime: Timestamp {
-                            sec: r.get(5)?,
-                            nsec: r.get(6)?,
-                        },
+                        mtime: ts(r, 3)?,
+                        ctime: ts(r, 5)?,
                         content_hash: ContentHash([0; 32]),
                     };
                     Ok(
@@ -382,20 +411,11 @@ impl Index {
 
     /// Remembers content hashes of files (one transaction).
     pub fn put_file_hashes(&mut self, rows: &[FileHashRow]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let e = |e| Error::from_sqlite(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO file_hashes (dev, ino, size, mtime_sec, mtime_nsec,
-                     ctime_sec, ctime_nsec, content_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(e)?;
-            for r in rows {
+        self.batch(
+            "INSERT OR REPLACE INTO file_hashes (dev, ino, size, mtime_sec, mtime_nsec,
+             ctime_sec, ctime_nsec, content_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            rows,
+            |st, r| {
                 st.execute(params![
                     r.dev as i64,
                     r.ino as i64,
@@ -406,29 +426,18 @@ impl Index {
                     r.ctime.nsec,
                     &r.content_hash.0[..],
                 ])
-                .map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
+            },
+        )
     }
 
     /// Journals directory times before their entries are touched (one transaction, committed
     /// before this returns). An entry that is already there keeps its (older, original) times.
     pub fn journal_dirs(&mut self, dirs: &[DirTimes]) -> Result<()> {
-        if dirs.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let e = |e| Error::from_sqlite(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO dir_journal (root, rel, atime_sec, atime_nsec,
-                     mtime_sec, mtime_nsec) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(e)?;
-            for d in dirs {
+        self.batch(
+            "INSERT OR IGNORE INTO dir_journal (root, rel, atime_sec, atime_nsec, mtime_sec,
+             mtime_nsec) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            dirs,
+            |st, d| {
                 st.execute(params![
                     blob_path(&d.root),
                     blob_path(&d.rel),
@@ -437,30 +446,17 @@ impl Index {
                     d.mtime.sec,
                     d.mtime.nsec
                 ])
-                .map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
+            },
+        )
     }
 
     /// Drops journal entries once their directories' times are restored.
     pub fn clear_journal(&mut self, dirs: &[(PathBuf, PathBuf)]) -> Result<()> {
-        if dirs.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let e = |e| Error::from_sqlite(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut st = tx
-                .prepare_cached("DELETE FROM dir_journal WHERE root = ?1 AND rel = ?2")
-                .map_err(e)?;
-            for (root, rel) in dirs {
-                st.execute(params![blob_path(root), blob_path(rel)])
-                    .map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
+        self.batch(
+            "DELETE FROM dir_journal WHERE root = ?1 AND rel = ?2",
+            dirs,
+            |st, (root, rel)| st.execute(params![blob_path(root), blob_path(rel)]),
+        )
     }
 
     /// Journaled directories (left over by a run that was killed), optionally only those under
@@ -477,14 +473,8 @@ impl Index {
                 Ok(DirTimes {
                     root: path_blob(r.get(0)?),
                     rel: path_blob(r.get(1)?),
-                    atime: Timestamp {
-                        sec: r.get(2)?,
-                        nsec: r.get(3)?,
-                    },
-                    mtime: Timestamp {
-                        sec: r.get(4)?,
-                        nsec: r.get(5)?,
-                    },
+                    atime: ts(r, 2)?,
+                    mtime: ts(r, 4)?,
                 })
             })
             .map_err(|e| self.err(e))?
@@ -504,6 +494,14 @@ impl Index {
             .map(|v| v.unwrap_or(0))
             .map_err(|e| self.err(e))
     }
+}
+
+/// A timestamp from columns `i` (seconds) and `i + 1` (nanoseconds).
+fn ts(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
+    Ok(Timestamp {
+        sec: r.get(i)?,
+        nsec: r.get(i + 1)?,
+    })
 }
 
 fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ObjectRow>> {
@@ -526,10 +524,7 @@ fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ObjectRow>> {
         mode: r.get(6)?,
         uid: r.get(7)?,
         gid: r.get(8)?,
-        mtime: Timestamp {
-            sec: r.get(9)?,
-            nsec: r.get(10)?,
-        },
+        mtime: ts(r, 9)?,
         ignore_mtime: r.get(11)?,
     }))
 }

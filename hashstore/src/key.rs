@@ -200,6 +200,15 @@ pub fn hash_fd(
     Ok(Some(ContentHash(*hasher.finalize().as_bytes())))
 }
 
+/// Metadata, `stat` and content hash of an open file, in one go; the hash is `None` when the
+/// file changed size while it was read.
+pub fn describe_fd(fd: BorrowedFd<'_>) -> std::io::Result<(FileMeta, Stat, Option<ContentHash>)> {
+    let (meta, st) = FileMeta::from_fd(fd)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let content = hash_fd(fd, st.st_size as u64, &mut buf)?;
+    Ok((meta, st, content))
+}
+
 /// The content hash of a byte string (tests, small files).
 pub fn hash_bytes(data: &[u8]) -> ContentHash {
     ContentHash(*blake3::hash(data).as_bytes())

@@ -70,6 +70,15 @@ pub fn list(store: &Store) -> Result<Vec<Listed>> {
     Ok(out)
 }
 
+/// The names in `STORE/tmp`.
+pub fn tmp_names(store: &Store) -> Result<Vec<OsString>> {
+    let tmp = store.root().join(crate::layout::TMP_DIR);
+    Ok(std::fs::read_dir(&tmp)
+        .at(&tmp)?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect())
+}
+
 /// Runs `f` on every item with `threads` threads; results in input order.
 pub fn par_map<T: Sync, R: Send>(
     items: &[T],

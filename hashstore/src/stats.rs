@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 use crate::error::{IoContext, Result};
-use crate::layout::TMP_DIR;
 use crate::objects;
 use crate::store::Store;
 use crate::sys;
@@ -73,7 +72,6 @@ pub fn stats(store: &Store) -> Result<Stats> {
     s.distinct_contents = distinct;
     s.journaled_dirs = index.journaled_dirs(None)?.len() as u64;
     drop(index);
-    let tmp = store.root().join(TMP_DIR);
-    s.tmp_entries = std::fs::read_dir(&tmp).at(&tmp)?.count() as u64;
+    s.tmp_entries = objects::tmp_names(store)?.len() as u64;
     Ok(s)
 }

@@ -360,18 +360,7 @@ impl Store {
     }
 
     fn row_for(&self, id: ObjectId, src: &InsertSource<'_>, st: &Stat) -> ObjectRow {
-        ObjectRow {
-            id,
-            content_hash: src.content,
-            size: src.meta.size,
-            dev: st.st_dev,
-            ino: st.st_ino,
-            mode: src.meta.mode,
-            uid: src.meta.uid,
-            gid: src.meta.gid,
-            mtime: src.meta.mtime,
-            ignore_mtime: src.policy.ignore_mtime,
-        }
+        ObjectRow::new(id, src.meta, st, src.content, src.policy.ignore_mtime)
     }
 
     /// Makes a copy of `src` object `id`: content (hashed while copying and compared with
@@ -555,18 +544,7 @@ impl Store {
             &content,
         ) != id.key
             && meta.key(KeyPolicy { ignore_mtime: true }, &content) == id.key;
-        let row = ObjectRow {
-            id,
-            content_hash: content,
-            size: meta.size,
-            dev: st.st_dev,
-            ino: st.st_ino,
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
-            mtime: meta.mtime,
-            ignore_mtime,
-        };
+        let row = ObjectRow::new(id, &meta, &st, content, ignore_mtime);
         Ok((row, meta))
     }
 }

@@ -92,50 +92,16 @@ pub fn list_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-fn flistxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
+/// Runs an xattr call that fills a buffer — `call(ptr, len)`, returning the length or -1 — growing
+/// the buffer on ERANGE (the value may grow between the size query and the read). `None` when the
+/// attribute does not exist or the filesystem has none.
+fn sized_xattr_call(
+    initial: usize,
+    call: impl Fn(*mut libc::c_void, usize) -> isize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; initial];
     loop {
-        // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe {
-            libc::flistxattr(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast::<libc::c_char>(),
-                buf.len(),
-            )
-        };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ERANGE) => {
-                // SAFETY: a size query with a null buffer.
-                let need = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
-                if need < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                buf.resize(need as usize + 64, 0);
-            }
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(err),
-        }
-    }
-}
-
-/// The value of xattr `name` of the open file, `None` if it has none.
-pub fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; 64];
-    loop {
-        // SAFETY: buf is valid for buf.len() bytes; name is NUL-terminated.
-        let n = unsafe {
-            libc::fgetxattr(
-                fd.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast::<libc::c_void>(),
-                buf.len(),
-            )
-        };
+        let n = call(buf.as_mut_ptr().cast(), buf.len());
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(Some(buf));
@@ -144,44 +110,40 @@ pub fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>>
         match err.raw_os_error() {
             Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
             Some(libc::ERANGE) => {
-                // SAFETY: a size query with a null buffer.
-                let need = unsafe {
-                    libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0)
-                };
+                let need = call(std::ptr::null_mut(), 0);
                 if need < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                buf.resize(need as usize + 16, 0);
+                buf.resize(need as usize + 64, 0);
             }
             _ => return Err(err),
         }
     }
 }
 
+fn flistxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY (closure): the buffer is valid for `len` bytes, or null with 0 (a size query).
+    sized_xattr_call(256, |ptr, len| unsafe {
+        libc::flistxattr(fd.as_raw_fd(), ptr.cast::<libc::c_char>(), len)
+    })
+    .map(Option::unwrap_or_default)
+}
+
+/// The value of xattr `name` of the open file, `None` if it has none.
+pub fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    // SAFETY (closure): as above; `name` is NUL-terminated.
+    sized_xattr_call(64, |ptr, len| unsafe {
+        libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), ptr, len)
+    })
+}
+
 /// The value of xattr `name` of `path` (not following a final symlink), `None` if it has none.
 pub fn lgetxattr(path: &Path, name: &CStr) -> io::Result<Option<Vec<u8>>> {
     let cpath = cstr(path.as_os_str().as_bytes())?;
-    let mut buf = vec![0u8; 64];
-    // SAFETY: buf is valid for buf.len() bytes; both strings are NUL-terminated.
-    let n = unsafe {
-        libc::lgetxattr(
-            cpath.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast::<libc::c_void>(),
-            buf.len(),
-        )
-    };
-    if n >= 0 {
-        buf.truncate(n as usize);
-        return Ok(Some(buf));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-        // Longer than any mark: certainly not one of ours, but report it as present and odd.
-        Some(libc::ERANGE) => Ok(Some(Vec::new())),
-        _ => Err(err),
-    }
+    // SAFETY (closure): as above; both strings are NUL-terminated.
+    sized_xattr_call(64, |ptr, len| unsafe {
+        libc::lgetxattr(cpath.as_ptr(), name.as_ptr(), ptr, len)
+    })
 }
 
 /// Sets xattr `name` on the open file (create or replace).

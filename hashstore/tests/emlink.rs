@@ -11,15 +11,9 @@ use hashstore::unify::{self, ExcludeList, NoProgress, Options};
 fn write(path: &Path, content: &[u8]) {
     fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     fs::write(path, content).expect("write");
-    let t = nix::sys::time::TimeSpec::new(1_600_000_000, 0);
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .expect("utimensat");
+    let f = fs::File::open(path).expect("open");
+    let t = (1_600_000_000, 0);
+    hashstore::sys::set_times(std::os::fd::AsFd::as_fd(&f), t, t).expect("times");
 }
 
 #[test]

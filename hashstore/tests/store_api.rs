@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use hashstore::key::{FileMeta, hash_fd};
+use hashstore::key::describe_fd;
 use hashstore::{Error, InsertSource, Inserted, KeyPolicy, LockMode, Store};
 
 fn file(path: &Path, content: &[u8], mode: u32) {
@@ -14,14 +14,17 @@ fn file(path: &Path, content: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// Gives `path` the times every test file has (writing moved them).
+fn fixed_times(path: &Path) {
+    let f = fs::File::open(path).expect("open");
+    hashstore::sys::set_times(f.as_fd(), (1, 0), (1_600_000_000, 5)).expect("times");
+}
+
 /// Opens, describes and hashes `path`, then runs `f` with an insert source for it.
 fn with_source<R>(path: &Path, f: impl FnOnce(&InsertSource<'_>) -> R) -> R {
     let fd = fs::File::open(path).expect("open");
-    let (meta, st) = FileMeta::from_fd(fd.as_fd()).expect("meta");
-    let mut buf = vec![0u8; 65536];
-    let content = hash_fd(fd.as_fd(), st.st_size as u64, &mut buf)
-        .expect("read")
-        .expect("stable");
+    let (meta, st, content) = describe_fd(fd.as_fd()).expect("read");
+    let content = content.expect("stable");
     let src = InsertSource {
         fd: fd.as_fd(),
         path,
@@ -47,12 +50,7 @@ fn insert_lookup_copy_gc_verify_fsck() {
     file(&c, b"the same content, long enough", 0o600);
     fs::hard_link(&a, t.path().join("a2")).expect("link");
     for p in [&a, &b, &c] {
-        hashstore::sys::set_times(
-            fs::File::open(p).expect("open").as_fd(),
-            (1, 0),
-            (1_600_000_000, 5),
-        )
-        .expect("times");
+        fixed_times(p);
     }
 
     // a becomes an object by link: zero copy, same inode, marked.
@@ -129,12 +127,7 @@ fn insert_lookup_copy_gc_verify_fsck() {
     let mut bytes = fs::read(&cpath).expect("read");
     bytes[3] ^= 0x20;
     fs::write(&cpath, &bytes).expect("write");
-    hashstore::sys::set_times(
-        fs::File::open(&cpath).expect("open").as_fd(),
-        (1, 0),
-        (1_600_000_000, 5),
-    )
-    .expect("times");
+    fixed_times(&cpath);
     let v = hashstore::verify::verify(&store, 2).expect("verify");
     assert_eq!(v.problems.len(), 1, "{v:?}");
     assert_eq!(v.problems[0].kind, "content-changed");
@@ -146,12 +139,7 @@ fn insert_lookup_copy_gc_verify_fsck() {
     );
     bytes[3] ^= 0x20;
     fs::write(&cpath, &bytes).expect("write");
-    hashstore::sys::set_times(
-        fs::File::open(&cpath).expect("open").as_fd(),
-        (1, 0),
-        (1_600_000_000, 5),
-    )
-    .expect("times");
+    fixed_times(&cpath);
 
     // gc: the copy has no outside link and goes; a's object is linked (a, a2) and stays.
     let g = hashstore::gc::gc(&store, false).expect("gc");

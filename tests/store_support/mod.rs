@@ -145,12 +145,20 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
 
 /// Sets atime and mtime to `sec`.
 pub fn set_mtime(path: &Path, sec: i64) {
-    let t = nix::sys::time::TimeSpec::new(sec, 0);
+    let f = std::fs::File::open(path).expect("open");
+    hashstore::sys::set_times(std::os::fd::AsFd::as_fd(&f), (sec, 0), (sec, 0)).expect("times");
+}
+
+/// Gives `path` back the atime and mtime recorded in `meta` (nanoseconds included).
+pub fn set_times_from(path: &Path, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let a = nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec());
+    let m = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         path,
-        &t,
-        &t,
+        &a,
+        &m,
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     )
     .expect("utimensat");

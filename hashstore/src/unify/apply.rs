@@ -18,7 +18,7 @@ use nix::fcntl::OFlag;
 use tracing::{debug, warn};
 
 use super::scan::{FileRec, InodeState, Scan};
-use super::{Options, Progress, Report, SkipReason};
+use super::{Job, Progress, Report, SkipReason};
 use crate::error::{Error, Result};
 use crate::index::{DirTimes, FileHashRow, Index, ObjectRow};
 use crate::key::{ContentHash, FileMeta, Key, KeyPolicy, Timestamp, ctime_of, mtime_of};
@@ -163,15 +163,14 @@ struct Group {
 }
 
 /// Runs phase 3.
-pub fn apply(
-    store: &Store,
-    roots: &[Root],
-    scan: &mut Scan,
-    opts: &Options,
-    threads: usize,
-    progress: &dyn Progress,
-    report: &mut Report,
-) -> Result<()> {
+pub fn apply(job: Job<'_>, scan: &mut Scan, report: &mut Report) -> Result<()> {
+    let Job {
+        store,
+        roots,
+        opts,
+        threads,
+        progress,
+    } = job;
     if !opts.dry_run {
         let index = store.index();
         for id in &scan.stale_rows {

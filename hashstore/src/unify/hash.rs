@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nix::fcntl::OFlag;
 
 use super::scan::{InodeState, Scan};
-use super::{Options, Progress, Report, SkipReason};
+use super::{Job, Options, Report, SkipReason};
 use crate::error::Result;
 use crate::key::{ContentHash, FileMeta, Key, ctime_of, hash_fd, mtime_of};
-use crate::store::{Store, unchanged};
+use crate::store::unchanged;
 use crate::sys::{self, Stat};
 use crate::walk::Root;
 
@@ -32,15 +32,14 @@ enum Outcome {
 }
 
 /// Hashes every `Pending` inode of `scan`.
-pub fn hash(
-    _store: &Store,
-    roots: &[Root],
-    scan: &mut Scan,
-    opts: &Options,
-    threads: usize,
-    progress: &dyn Progress,
-    report: &mut Report,
-) -> Result<()> {
+pub fn hash(job: Job<'_>, scan: &mut Scan, report: &mut Report) -> Result<()> {
+    let Job {
+        roots,
+        opts,
+        threads,
+        progress,
+        ..
+    } = job;
     let mut todo: Vec<u32> = (0..scan.inodes.len() as u32)
         .filter(|&i| matches!(scan.inodes[i as usize].state, InodeState::Pending))
         .collect();

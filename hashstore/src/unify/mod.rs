@@ -207,6 +207,16 @@ impl Report {
     }
 }
 
+/// What every phase of a run works with.
+#[derive(Clone, Copy)]
+pub struct Job<'a> {
+    pub store: &'a Store,
+    pub roots: &'a [Root],
+    pub opts: &'a Options,
+    pub threads: usize,
+    pub progress: &'a dyn Progress,
+}
+
 /// Progress reporting hooks (the CLI draws a bar; the library stays free of terminal code).
 pub trait Progress: Sync {
     /// A new phase with `total` units of work (0: unknown).
@@ -313,28 +323,18 @@ pub fn unify(
         recover::recover(store, roots, &mut report)?;
         phase_done(&mut report, "recover");
     }
-    let threads = opts.threads();
-    let mut scan = scan::scan(store, roots, opts, threads, progress, &mut report)?;
+    let job = Job {
+        store,
+        roots,
+        opts,
+        threads: opts.threads(),
+        progress,
+    };
+    let mut scan = scan::scan(job, &mut report)?;
     phase_done(&mut report, "scan");
-    hash::hash(
-        store,
-        roots,
-        &mut scan,
-        opts,
-        threads,
-        progress,
-        &mut report,
-    )?;
+    hash::hash(job, &mut scan, &mut report)?;
     phase_done(&mut report, "hash");
-    apply::apply(
-        store,
-        roots,
-        &mut scan,
-        opts,
-        threads,
-        progress,
-        &mut report,
-    )?;
+    apply::apply(job, &mut scan, &mut report)?;
     phase_done(&mut report, "apply");
     report.elapsed_ms = t0.elapsed().as_millis() as u64;
     Ok(report)

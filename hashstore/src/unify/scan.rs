@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::dir::Type;
 
-use super::{Options, Progress, Report, SkipReason};
+use super::{Job, Options, Progress, Report, SkipReason};
 use crate::error::Result;
 use crate::index::{FileHashRow, ObjectRow};
 use crate::key::{ContentHash, Key, mtime_of};
@@ -195,14 +195,14 @@ impl Visitor for Collect<'_> {
 }
 
 /// Walks the guests and classifies their inodes.
-pub fn scan(
-    store: &Store,
-    roots: &[Root],
-    opts: &Options,
-    threads: usize,
-    progress: &dyn Progress,
-    report: &mut Report,
-) -> Result<Scan> {
+pub fn scan(job: Job<'_>, report: &mut Report) -> Result<Scan> {
+    let Job {
+        store,
+        roots,
+        opts,
+        threads,
+        progress,
+    } = job;
     progress.phase("scanning", 0);
     let collect = Collect {
         roots,
