@@ -62,7 +62,8 @@ pub struct Args {
     /// Show what would be done; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Worker threads (default: one per CPU).
+    /// Worker threads for every phase (default: one per CPU for the changes, four per CPU for
+    /// walking and hashing).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print one JSON document (the report) on stdout.

@@ -170,6 +170,7 @@ pub fn apply(job: Job<'_>, scan: &mut Scan, report: &mut Report) -> Result<()> {
         opts,
         threads,
         progress,
+        ..
     } = job;
     if !opts.dry_run {
         let index = store.index();

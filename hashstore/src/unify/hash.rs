@@ -36,7 +36,7 @@ pub fn hash(job: Job<'_>, scan: &mut Scan, report: &mut Report) -> Result<()> {
     let Job {
         roots,
         opts,
-        threads,
+        io_threads: threads,
         progress,
         ..
     } = job;

@@ -45,7 +45,8 @@ pub struct Options {
     /// and metadata are left out of the store (faster, but later guests cannot unify against
     /// them).
     pub only_duplicates: bool,
-    /// Worker threads (0: one per CPU).
+    /// Worker threads (0: one per CPU for the changes, four per CPU for walking and hashing,
+    /// which wait for the disk when the cache is cold).
     pub threads: usize,
     /// The device the store is on, when it is not the store passed in: a dry run against a store
     /// that does not exist yet runs on a scratch store and says here where the real one will be.
@@ -68,11 +69,23 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Threads for the phases that change things (CPU and journal bound).
     fn threads(&self) -> usize {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            crate::objects::default_threads()
+        }
+    }
+
+    /// Threads for walking and hashing: with a cold cache they mostly wait for reads, and more
+    /// requests in flight keep the disk busy (measured on the corpus: hashing 1.05 s with 2
+    /// threads, 0.67 s with 8; warm, the same within noise).
+    fn io_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            4 * crate::objects::default_threads()
         }
     }
 }
@@ -213,7 +226,10 @@ pub struct Job<'a> {
     pub store: &'a Store,
     pub roots: &'a [Root],
     pub opts: &'a Options,
+    /// Threads for changes (objects, links).
     pub threads: usize,
+    /// Threads for the walk and for hashing.
+    pub io_threads: usize,
     pub progress: &'a dyn Progress,
 }
 
@@ -328,6 +344,7 @@ pub fn unify(
         roots,
         opts,
         threads: opts.threads(),
+        io_threads: opts.io_threads(),
         progress,
     };
     let mut scan = scan::scan(job, &mut report)?;

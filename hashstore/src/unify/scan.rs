@@ -200,8 +200,9 @@ pub fn scan(job: Job<'_>, report: &mut Report) -> Result<Scan> {
         store,
         roots,
         opts,
-        threads,
+        io_threads,
         progress,
+        ..
     } = job;
     progress.phase("scanning", 0);
     let collect = Collect {
@@ -216,7 +217,7 @@ pub fn scan(job: Job<'_>, report: &mut Report) -> Result<Scan> {
         errors: Mutex::new(Vec::new()),
         progress,
     };
-    let w = walk::walk(roots, &collect, threads);
+    let w = walk::walk(roots, &collect, io_threads);
     report.excluded = collect.excluded.load(Ordering::Relaxed);
     report.too_small = collect.too_small.load(Ordering::Relaxed);
     report.not_regular = collect.not_regular.load(Ordering::Relaxed);
