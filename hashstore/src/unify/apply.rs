@@ -212,7 +212,6 @@ pub fn apply(job: Job<'_>, scan: &mut Scan, report: &mut Report) -> Result<()> {
     // Objects first.
     let mut targets: HashMap<Key, (ObjectId, u64)> = HashMap::new();
     let mut need_new: Vec<Key> = Vec::new();
-    let mut known_rows = Vec::new();
     for (key, g) in &groups {
         if let Some(t) = g.object {
             targets.insert(*key, t);
@@ -278,8 +277,7 @@ pub fn apply(job: Job<'_>, scan: &mut Scan, report: &mut Report) -> Result<()> {
             }
             rows.extend(m.row);
         }
-        known_rows.append(&mut rows);
-        store.record(&known_rows)?;
+        store.record(&rows)?;
     }
     for (i, reason, detail) in skips.into_inner().unwrap_or_else(|p| p.into_inner()) {
         let inode = &mut scan.inodes[i as usize];
@@ -307,11 +305,14 @@ pub fn apply(job: Job<'_>, scan: &mut Scan, report: &mut Report) -> Result<()> {
         };
         for &i in &g.members {
             let inode = &scan.inodes[i as usize];
-            if !matches!(inode.state, InodeState::Hashed { .. }) || inode.st.st_ino == target_ino {
+            if !matches!(inode.state, InodeState::Hashed { .. }) {
                 continue;
             }
             if inode.st.st_dev != store_dev {
                 foreign += inode.files.len() as u64;
+                continue;
+            }
+            if inode.st.st_ino == target_ino {
                 continue;
             }
             for &f in &inode.files {
