@@ -612,9 +612,20 @@ fn report(
     md
 }
 
+/// The smallest of 1, 2, 4, 6, 8 × 10ⁿ at or above `v`: an axis maximum whose quarters are round.
+fn nice_ceiling(v: f64) -> f64 {
+    let v = v.max(1e-9);
+    let base = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+        .iter()
+        .map(|m| m * base)
+        .find(|&c| c >= v)
+        .unwrap_or(10.0 * base)
+}
+
 /// Two panels: wall time (warm and cold bars per tool) and MiB reclaimed.
 fn chart(samples: &BTreeMap<(Tool, Cache), Samples>) -> String {
-    let (w, h) = (900.0, 420.0);
+    let (w, h) = (900.0, 470.0);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -628,12 +639,12 @@ fn chart(samples: &BTreeMap<(Tool, Cache), Samples>) -> String {
                  unit: &str,
                  series: &[(&str, &str, Vec<f64>)]| {
         let (pw, ph, top) = (400.0, 300.0, 60.0);
-        let max = series
-            .iter()
-            .flat_map(|(_, _, v)| v.iter().copied())
-            .fold(0.0f64, f64::max)
-            .max(1e-9)
-            * 1.15;
+        let max = nice_ceiling(
+            series
+                .iter()
+                .flat_map(|(_, _, v)| v.iter().copied())
+                .fold(0.0f64, f64::max),
+        );
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="30" font-size="15" font-weight="bold">{title}</text>"#,
@@ -651,7 +662,7 @@ fn chart(samples: &BTreeMap<(Tool, Cache), Samples>) -> String {
             let y = top + ph - ph * i as f64 / 4.0;
             let _ = writeln!(
                 svg,
-                "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#555\">{v:.1}</text>",
+                "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#555\">{v}</text>",
                 x0 + pw,
                 x0 - 4.0,
                 y + 4.0

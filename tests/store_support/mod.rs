@@ -219,6 +219,11 @@ impl Rng {
         Rng(seed.max(1))
     }
 
+    /// A generator for a helper thread, seeded from the main one.
+    pub fn from_seed(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
