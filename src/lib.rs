@@ -6,6 +6,8 @@ pub mod report;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod listing;
+
 /// Where the corpus lives (built by `scripts/install-deps.sh`); `COWFS_CORPUS` overrides.
 pub fn corpus_base() -> PathBuf {
     std::env::var_os("COWFS_CORPUS")

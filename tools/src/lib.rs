@@ -6,10 +6,15 @@
 
 pub mod branch;
 pub mod common;
+pub mod demo;
+pub mod du;
+pub mod hashify;
 pub mod hotset;
 pub mod kernel;
 pub mod mount;
 pub mod prewarm;
+pub mod progress;
+pub mod store;
 pub mod trace;
 pub mod umount;
 pub mod vcontext;

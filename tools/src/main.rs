@@ -2,11 +2,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use cowfs_tools::common::{self, GlobalArgs};
-use cowfs_tools::{hotset, kernel, prewarm, trace, vcontext, vps};
+use cowfs_tools::{demo, du, hashify, hotset, kernel, prewarm, store, trace, vcontext, vps};
 
 /// cowfs: copy-on-write guest root filesystems from shared templates.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, propagate_version = true)]
+#[command(version, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -16,24 +16,33 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Contexts: isolated guests (also `vcontext`).
-    Context(vcontext::Args),
-    /// Processes with their context (also `vps`).
-    Ps(vps::Args),
-    /// What this kernel allows (`cowfs kernel probe`).
-    Kernel(kernel::Args),
+    /// Run the main job on an embedded example: two small guest roots, unified into a store.
+    Demo(demo::Args),
+    /// Manage a hash store: init, stats, verify, gc, fsck.
+    Store(store::Args),
+    /// Unify identical files of guest roots into a hash store (also: vhashify).
+    Hashify(hashify::Args),
+    /// Space each guest really uses: own, shared, total (also: vdu).
+    #[command(disable_help_flag = true)]
+    Du(du::Args),
     /// Mount a union of branches and serve it (detached once mounted).
     Mount(cowfs_tools::mount::Args),
     /// Unmount a cowfs union.
     Umount(cowfs_tools::umount::Args),
     /// Change or show the branches of a mounted union (what `unionctl` does).
     Branch(cowfs_tools::branch::Args),
+    /// Contexts: isolated guests (also `vcontext`).
+    Context(vcontext::Args),
+    /// Processes with their context (also `vps`).
+    Ps(vps::Args),
     /// Record which files and byte ranges a context reads (an access log).
     Trace(trace::Args),
     /// Hot sets: the ranges worth preloading, built from access logs.
     Hotset(hotset::Args),
     /// Load a hot set into the page cache through a guest's root.
     Prewarm(prewarm::Args),
+    /// What this kernel allows (`cowfs kernel probe`).
+    Kernel(kernel::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,14 +62,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_tracing(cli.global.verbose);
     common::exit_with(match cli.command {
-        Command::Context(args) => vcontext::run(args),
-        Command::Ps(args) => vps::run(args),
-        Command::Kernel(args) => kernel::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Store(args) => store::run(args),
+        Command::Hashify(args) => hashify::run(args),
+        Command::Du(args) => du::run(args),
         Command::Mount(args) => cowfs_tools::mount::run(args),
         Command::Umount(args) => cowfs_tools::umount::run(args),
         Command::Branch(args) => cowfs_tools::branch::run(args),
+        Command::Context(args) => vcontext::run(args),
+        Command::Ps(args) => vps::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Hotset(args) => hotset::run(args),
         Command::Prewarm(args) => prewarm::run(args),
+        Command::Kernel(args) => kernel::run(args),
     })
 }

@@ -1,0 +1,102 @@
+//! vhashify on a guest that is being changed while it runs: a writer keeps replacing files (new
+//! content, atomically by rename, as package managers do) and deleting and recreating others.
+//! Whatever the interleaving, every path ends with the content the writer last gave it (or its
+//! original), nothing of the quiet guest changes, the store verifies, and changed or vanished
+//! files are reported as skipped, not as errors.
+
+mod store_support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cowfs::listing::{ListingOptions, diff, list_tree};
+use store_support::*;
+
+const FILES: usize = 300;
+
+fn path(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("usr/d{}/f{i}", i % 12))
+}
+
+#[test]
+fn files_changing_or_vanishing_during_a_run_are_never_lost() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let quiet = t.path().join("quiet");
+    let busy = t.path().join("busy");
+    for i in 0..FILES {
+        let content = bytes(&format!("file {i}"), 500 + i * 97);
+        put(&path(&quiet, i), &content, &Meta::default());
+        put(&path(&busy, i), &content, &Meta::default());
+    }
+    let quiet_before = list_tree(&quiet, ListingOptions::default()).expect("list");
+    let store = t.path().join("store");
+    let mut rng = Rng::from_env("files_changing_or_vanishing_during_a_run_are_never_lost");
+    let seed = rng.next();
+
+    let stop = AtomicBool::new(false);
+    let (report, last) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut rng = Rng::from_seed(seed);
+            // What each path must hold at the end: None = deleted.
+            let mut last: HashMap<usize, Option<Vec<u8>>> = HashMap::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) || n < 50 {
+                let i = rng.below(FILES as u64) as usize;
+                let p = path(&busy, i);
+                n += 1;
+                if rng.below(4) == 0 {
+                    let _ = std::fs::remove_file(&p);
+                    last.insert(i, None);
+                } else {
+                    let content = bytes(&format!("rewrite {i} {n}"), 500 + (n as usize % 5000));
+                    let tmp = p.with_file_name(format!(".w{i}"));
+                    std::fs::write(&tmp, &content).expect("write");
+                    std::fs::rename(&tmp, &p).expect("rename");
+                    last.insert(i, Some(content));
+                }
+            }
+            last
+        });
+        let out = vhashify([
+            "--json".to_string(),
+            "--no-default-excludes".into(),
+            "--store".into(),
+            store.display().to_string(),
+            quiet.display().to_string(),
+            busy.display().to_string(),
+        ]);
+        stop.store(true, Ordering::Relaxed);
+        let last = writer.join().expect("writer");
+        (json(out), last)
+    });
+
+    // Every path of the busy guest holds what it last got.
+    for i in 0..FILES {
+        let p = path(&busy, i);
+        let expect = last
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| Some(bytes(&format!("file {i}"), 500 + i * 97)));
+        assert_eq!(std::fs::read(&p).ok(), expect, "{}", p.display());
+    }
+    // The quiet guest is exactly as it was.
+    let d = diff(
+        &quiet_before,
+        &list_tree(&quiet, ListingOptions::default()).expect("list"),
+        10,
+    );
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    // Skips, if any, are races, not errors.
+    let by_reason = report["report"]["skipped_by_reason"]
+        .as_object()
+        .expect("reasons");
+    for reason in by_reason.keys() {
+        assert!(
+            ["changed", "vanished"].contains(&reason.as_str()),
+            "{report}"
+        );
+    }
+    ok(cowfs(["store", "verify", store.to_str().expect("utf8")]));
+    eprintln!("skipped: {by_reason:?}");
+}
