@@ -69,68 +69,55 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Does by hand what `vhashify` does to a group of identical files (until the tests can call
-/// vhashify itself): the first file's inode becomes the store object — linked into
-/// `STORE/objects/ab/cdef…` and marked with [`hashstore::MARK_XATTR`] — and every other file is
-/// replaced by a hard link to it (link to a temp name, then rename: the path never goes
-/// missing). The stand-in key is BLAKE3 over the inode's mode, owner and mtime followed by the
-/// content, so files that differ in metadata never share an object (as with the real keys).
-/// The caller groups only files identical in all of that. All files must be on the store's
-/// filesystem. Returns the object's path.
-pub fn unify_by_hand(store: &Path, files: &[&Path]) -> std::io::Result<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
+/// Unifies exactly `files` (identical in content and metadata, on the store's filesystem) the
+/// way `vhashify` does, through the hashstore library: the first file's inode becomes the store
+/// object (real key, mark and index row; an existing object of that key is reused), and every
+/// file is replaced by a hard link to it (link to a temp name, then rename: the path never goes
+/// missing). For tests that need chosen groups unified; whole guests go through `vhashify`.
+/// Open the store once (`hashstore::Store::init`) for many groups. Returns the object's path.
+pub fn unify_files(store: &hashstore::Store, files: &[&Path]) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
+
+    use hashstore::{FileMeta, InsertSource, Inserted, KeyPolicy};
+
+    let err = |e: hashstore::Error| std::io::Error::other(e.to_string());
     let first = files
         .first()
-        .ok_or_else(|| std::io::Error::other("unify_by_hand needs at least one file"))?;
-    let meta = std::fs::symlink_metadata(first)?;
-    let mut hasher = blake3::Hasher::new();
-    for field in [
-        meta.mode() as i64,
-        meta.uid() as i64,
-        meta.gid() as i64,
-        meta.mtime(),
-        meta.mtime_nsec(),
-    ] {
-        hasher.update(&field.to_le_bytes());
-    }
-    hasher.update(&std::fs::read(first)?);
-    let key = hasher.finalize();
-    let hex = key.to_hex();
-    let dir = store.join("objects").join(&hex[..2]);
-    std::fs::create_dir_all(&dir)?;
-    let object = dir.join(&hex[2..]);
-    if !object.exists() {
-        std::fs::hard_link(first, &object)?;
-    }
-    let path =
-        std::ffi::CString::new(object.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let name = std::ffi::CString::new(hashstore::MARK_XATTR).map_err(std::io::Error::other)?;
-    // SAFETY: NUL-terminated strings and a 32-byte buffer that outlives the call.
-    let r = unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            key.as_bytes().as_ptr().cast(),
-            32,
-            0,
-        )
+        .ok_or_else(|| std::io::Error::other("unify_files needs at least one file"))?;
+    let file = std::fs::File::open(first)?;
+    let (meta, stat) = FileMeta::from_fd(file.as_fd())?;
+    let content = hashstore::key::hash_fd(file.as_fd(), meta.size, &mut vec![0; 1 << 16])?
+        .ok_or_else(|| {
+            std::io::Error::other(format!("{} changed while hashed", first.display()))
+        })?;
+    let src = InsertSource {
+        fd: file.as_fd(),
+        path: first,
+        stat: &stat,
+        meta: &meta,
+        content,
+        policy: KeyPolicy::default(),
     };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    for file in files {
-        if std::fs::symlink_metadata(file)?.ino() == std::fs::symlink_metadata(&object)?.ino() {
+    let id = match store.insert_by_link(&src, 0).map_err(err)? {
+        Inserted::New(row) => {
+            store.record(std::slice::from_ref(&row)).map_err(err)?;
+            row.id
+        }
+        Inserted::Exists(id) => id,
+    };
+    let object = store.object_path(&id);
+    let object_ino = std::fs::symlink_metadata(&object)?.ino();
+    for path in files {
+        if std::fs::symlink_metadata(path)?.ino() == object_ino {
             continue;
         }
-        let tmp = file.with_file_name(format!(
-            ".cowfs.tmp.unify.{}",
-            file.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        std::fs::hard_link(&object, &tmp)?;
-        std::fs::rename(&tmp, file)?;
+        let dir = std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?;
+        let tmp = hashstore::store::unique_tmp_name(hashstore::unify::apply::TMP_PREFIX);
+        store
+            .link_object(&id, object_ino, dir.as_fd(), std::ffi::OsStr::new(&tmp))
+            .map_err(|e| std::io::Error::other(format!("linking {}: {e:?}", path.display())))?;
+        std::fs::rename(path.with_file_name(&tmp), path)?;
     }
     Ok(object)
 }

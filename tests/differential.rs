@@ -266,15 +266,16 @@ fn build(rng: &mut fastrand::Rng, tree: &Tree, l: &Layout) -> Vec<PathBuf> {
         std::fs::hard_link(base.join("links/a"), base.join("links/b")).expect("link");
     }
     // Unify: identical files become links to one store object; corpus files too.
+    let (store, _) = hashstore::Store::init(&store).expect("store");
     let mut objects = Vec::new();
     for group in unify.values() {
         let refs: Vec<&Path> = group.iter().map(PathBuf::as_path).collect();
-        objects.push(cowfs::unify_by_hand(&store, &refs).expect("unify"));
+        objects.push(cowfs::unify_files(&store, &refs).expect("unify"));
     }
     for entry in std::fs::read_dir(ro.join("etc")).expect("etc") {
         let p = entry.expect("entry").path();
         if p.is_file() && std::fs::metadata(&p).expect("stat").len() >= 16 {
-            objects.push(cowfs::unify_by_hand(&store, &[&p]).expect("unify"));
+            objects.push(cowfs::unify_files(&store, &[&p]).expect("unify"));
         }
     }
     objects

@@ -1,8 +1,7 @@
 //! Issue 4, test 5: two corpus guests unified and mounted; writes through each guest to the same
 //! unified file stay private to that guest, and the store object and its hash never change.
 //!
-//! The unification step is done by `unify_identical` (the test kit's hand-made vhashify) until
-//! the store branch lands; swapping it for `vhashify --store STORE g1 g2` is the only change.
+//! The guests are unified by the real `vhashify`.
 
 mod common;
 
@@ -13,42 +12,32 @@ use std::process::Command;
 
 use common::*;
 
-/// Unifies every regular file (≥ 16 bytes, vhashify's default minimum) that is identical — same
-/// content, mode, owner and mtime — at the same path in both guests. Returns each unified path
-/// with its store object.
-fn unify_identical(store: &Path, a: &Path, b: &Path) -> HashMap<PathBuf, PathBuf> {
+/// Unifies the two guests with the real `vhashify` and returns every path of `a` that became a
+/// link to a store object, with that object.
+fn vhashify(store: &Path, a: &Path, b: &Path) -> HashMap<PathBuf, PathBuf> {
+    ok(Command::new(cowfs::bin("vhashify"))
+        .arg("--store")
+        .arg(store)
+        .arg(a)
+        .arg(b));
+    let mut objects = HashMap::new();
+    for fanout in std::fs::read_dir(store.join("objects")).expect("objects/") {
+        for object in std::fs::read_dir(fanout.expect("entry").path()).expect("fan-out dir") {
+            let object = object.expect("entry").path();
+            objects.insert(inode(&object), object);
+        }
+    }
     let mut unified = HashMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         for entry in std::fs::read_dir(a.join(&rel)).expect("readdir") {
             let entry = entry.expect("entry");
             let rel = rel.join(entry.file_name());
-            let ma = entry.metadata().expect("stat");
-            if ma.is_dir() {
+            let meta = entry.metadata().expect("stat");
+            if meta.is_dir() {
                 stack.push(rel);
-                continue;
-            }
-            let Ok(mb) = std::fs::symlink_metadata(b.join(&rel)) else {
-                continue;
-            };
-            let same_meta = |x: &std::fs::Metadata, y: &std::fs::Metadata| {
-                (x.mode(), x.uid(), x.gid(), x.mtime(), x.len())
-                    == (y.mode(), y.uid(), y.gid(), y.mtime(), y.len())
-            };
-            if !ma.is_file()
-                || !mb.is_file()
-                || ma.len() < 16
-                || !same_meta(&ma, &mb)
-                || ma.nlink() > 1
-            {
-                continue;
-            }
-            if std::fs::read(a.join(&rel)).expect("read")
-                == std::fs::read(b.join(&rel)).expect("read")
-            {
-                let object =
-                    cowfs::unify_by_hand(store, &[&a.join(&rel), &b.join(&rel)]).expect("unify");
-                unified.insert(rel, object);
+            } else if let Some(object) = objects.get(&meta.ino()) {
+                unified.insert(rel, object.clone());
             }
         }
     }
@@ -61,7 +50,7 @@ fn two_unified_guests_write_privately_and_the_store_never_changes() {
     let (g1, g2, store) = (l.dir("g1"), l.dir("g2"), l.dir("store"));
     cowfs::restore_guest("g1", &g1).expect("corpus guest g1 (scripts/install-deps.sh builds it)");
     cowfs::restore_guest("g2", &g2).expect("corpus guest g2");
-    let unified = unify_identical(&store, &g1, &g2);
+    let unified = vhashify(&store, &g1, &g2);
     let target = Path::new("etc/bash.bashrc");
     assert!(unified.contains_key(target), "{} unified", target.display());
     assert!(
