@@ -1,6 +1,9 @@
 //! `cowfs demo`: the main job on an embedded example. Two small guest roots are built in a
 //! temporary directory — some files identical, some differing only in mode, owner, mtime or an
 //! xattr — unified into a store next to them, and the space used is shown before and after.
+//! Then one guest is mounted as a union and a unified file is modified through the mount: the
+//! write breaks the link (copy-on-write), and the other guest and the store object stay as they
+//! were.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -219,6 +222,110 @@ fn footprint(dirs: &[PathBuf]) -> Result<u64> {
     Ok(du::usage_of(&roots, false, 2).total_bytes)
 }
 
+/// The unified file the demo modifies through the mount.
+const COW_FILE: &str = "etc/os-release";
+
+/// Mounts vs01 as a union, appends to a unified file through the mount and shows that only
+/// vs01's view changed: its link to the object was replaced by a private copy.
+fn copy_on_write(base: &Path, guests: &[PathBuf], store: &hashstore::Store) -> Result<()> {
+    let (vs01, vs02) = (guests[0].join(COW_FILE), guests[1].join(COW_FILE));
+    let key = hashstore::mark::read_mark_path(&vs01)
+        .with_context(|| format!("cannot read the mark of {}", vs01.display()))?
+        .with_context(|| format!("{} is not unified", vs01.display()))?;
+    let object = store
+        .lookup(&key)?
+        .into_iter()
+        .map(|row| store.object_path(&row.id))
+        .find(|p| same_inode(p, &vs02))
+        .with_context(|| format!("no store object is linked from {}", vs02.display()))?;
+    let object_hash = file_hash(&object)?;
+    let original = fs::read(&vs02)?;
+
+    let mnt = base.join("mnt/vs01");
+    fs::create_dir_all(&mnt).with_context(|| format!("cannot create {}", mnt.display()))?;
+    let dirs = format!("dirs={}=rw", guests[0].display());
+    let options = cowfs_fs::options::parse("none", &[&dirs])?;
+    let mount = cowfs_fs::mount::Daemon::mount(&options, &mnt, false)
+        .and_then(cowfs_fs::mount::Daemon::spawn)
+        .with_context(|| {
+            format!(
+                "cannot mount vs01 as a union on {} (needs /dev/fuse)",
+                mnt.display()
+            )
+        })?;
+    println!("\ncowfs mount -o {dirs} none {}", mnt.display());
+    let through = mnt.join(COW_FILE);
+    let ino_before = fs::metadata(&through)?.ino();
+    let line = b"VARIANT=\"written through the vs01 mount\"\n";
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&through)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line))
+        .with_context(|| format!("cannot append to {}", through.display()))?;
+    let seen = fs::read(&through)?;
+    let ino_after = fs::metadata(&through)?.ino();
+    mount.unmount().context("cannot unmount vs01")?;
+
+    println!("  appended a line to /{COW_FILE} through the mount:");
+    println!(
+        "  vs01 sees its write: {}; inode number through the mount {} ({ino_before} before, {ino_after} after)",
+        yes(seen.ends_with(line)),
+        if ino_before == ino_after {
+            "unchanged"
+        } else {
+            "CHANGED"
+        }
+    );
+    println!(
+        "  vs01's file is now a private copy, no longer the store object: {}",
+        yes(!same_inode(&vs01, &object))
+    );
+    println!(
+        "  vs02 still links to the store object and reads the original: {}",
+        yes(same_inode(&vs02, &object) && fs::read(&vs02)? == original)
+    );
+    println!(
+        "  the store object's content hash is unchanged: {}",
+        yes(file_hash(&object)? == object_hash)
+    );
+    let verify = hashstore::verify::verify(store, 2)?;
+    println!(
+        "  cowfs store verify: {} objects, {}",
+        verify.objects,
+        if verify.is_clean() {
+            "all intact"
+        } else {
+            "PROBLEMS FOUND"
+        }
+    );
+    if !(seen.ends_with(line)
+        && ino_before == ino_after
+        && same_inode(&vs02, &object)
+        && file_hash(&object)? == object_hash
+        && verify.is_clean())
+    {
+        bail!("copy-on-write did not behave as it must (see above)");
+    }
+    Ok(())
+}
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+fn file_hash(path: &Path) -> Result<blake3::Hash> {
+    Ok(blake3::hash(&fs::read(path).with_context(|| {
+        format!("cannot read {}", path.display())
+    })?))
+}
+
+fn yes(ok: bool) -> &'static str {
+    if ok { "yes" } else { "NO" }
+}
+
 /// Runs the demo.
 pub fn run(args: Args) -> Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
@@ -296,6 +403,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             0.0
         }
     );
+    copy_on_write(&base, &guests, &store)?;
+    let after_cow = du::usage(&guests, false, 2)?;
+    print_usage("\nAfter the write through the mount (vdu):", &after_cow);
+
     if args.keep {
         let kept = tmp.keep();
         println!("Kept {} (guests/ and store/).", kept.display());
