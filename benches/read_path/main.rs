@@ -7,6 +7,7 @@
 //! Needs root, the corpus (`scripts/install-deps.sh --bench`) and fio, fuse-overlayfs.
 
 mod data;
+mod roundtrip;
 mod targets;
 mod workloads;
 
@@ -49,6 +50,9 @@ struct Args {
 /// Medians keyed by (workload, cold?) then target name.
 type Results = BTreeMap<(String, bool), BTreeMap<String, f64>>;
 
+/// Requests a cowfs daemon received during one run, keyed like `Results`, then by kind.
+type Requests = BTreeMap<(String, bool), BTreeMap<String, BTreeMap<String, u64>>>;
+
 fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
@@ -63,16 +67,24 @@ fn main() -> Result<()> {
         .collect();
 
     let mut results = Results::new();
+    let mut requests = Requests::new();
     for target in &targets {
         for workload in &workloads {
             for cold in [true, false] {
                 if cold && args.no_cold {
                     continue;
                 }
-                let samples = workloads::measure(target, workload, &data, cold, args.runs)
+                let measured = workloads::measure(target, workload, &data, cold, args.runs)
                     .with_context(|| {
                         format!("{} on {} ({})", workload.name, target.name, state(cold))
                     })?;
+                let samples = measured.samples;
+                if let Some(r) = measured.requests {
+                    requests
+                        .entry((workload.name.to_string(), cold))
+                        .or_default()
+                        .insert(target.name.to_string(), r);
+                }
                 let median = report::median(&samples).unwrap_or(f64::NAN);
                 eprintln!(
                     "{:>14} {:>9} {:>4}: {} (runs: {})",
@@ -95,6 +107,14 @@ fn main() -> Result<()> {
     }
 
     let mut markdown = render(&results, &targets, &workloads, args.runs);
+    let rt = if targets.iter().any(|t| targets::cowfs_options(t).is_some()) {
+        Some(roundtrip::measure(&data).context("measuring a FUSE round trip")?)
+    } else {
+        None
+    };
+    markdown.push_str(&render_requests(
+        &requests, &results, &targets, &workloads, rt,
+    ));
     markdown.push_str(&daemon_memory(&targets, &data)?);
     println!("{markdown}");
     std::fs::create_dir_all(&args.out)?;
@@ -212,6 +232,76 @@ fn chart_groups(
             })
         })
         .collect()
+}
+
+/// Per workload: the requests each cowfs variant's daemon received in one run, the READ and
+/// WRITE requests among them (zero when passthrough serves the data), and how much of the
+/// measured time round trips explain (requests × the measured cost of one).
+fn render_requests(
+    requests: &Requests,
+    results: &Results,
+    targets: &[Target],
+    workloads: &[Workload],
+    rt: Option<roundtrip::RoundTrip>,
+) -> String {
+    let cowfs: Vec<&Target> = targets
+        .iter()
+        .filter(|t| targets::cowfs_options(t).is_some())
+        .collect();
+    if cowfs.is_empty() {
+        return String::new();
+    }
+    let mut headers = vec!["workload".to_string(), "cache".to_string()];
+    for t in &cowfs {
+        headers.push(format!("{}: requests (read/write)", t.name));
+        headers.push(format!("{}: round-trip share", t.name));
+    }
+    let mut table = Table::new(&headers);
+    for w in workloads {
+        for cold in [false, true] {
+            let Some(by_target) = requests.get(&(w.name.to_string(), cold)) else {
+                continue;
+            };
+            let mut row = vec![w.name.to_string(), state(cold).to_string()];
+            for t in &cowfs {
+                let Some(r) = by_target.get(t.name) else {
+                    row.extend(["–".to_string(), "–".to_string()]);
+                    continue;
+                };
+                let total: u64 = r
+                    .iter()
+                    .filter(|(k, _)| cowfs_fs::stats::is_request_name(k))
+                    .map(|(_, v)| *v)
+                    .sum();
+                let get = |k: &str| r.get(k).copied().unwrap_or(0);
+                row.push(format!("{total} ({}/{})", get("read"), get("write")));
+                let time = results
+                    .get(&(w.name.to_string(), cold))
+                    .and_then(|m| m.get(t.name))
+                    .filter(|_| matches!(w.metric, Metric::Seconds));
+                row.push(match (rt, time) {
+                    (Some(rt), Some(secs)) if *secs > 0.0 => format!(
+                        "{:.0} %",
+                        100.0 * total as f64 * rt.getattr_us * 1e-6 / secs
+                    ),
+                    _ => "–".to_string(),
+                });
+            }
+            table.row(&row);
+        }
+    }
+    let mut out = String::from("\n## Requests the cowfs daemon received (one run)\n\n");
+    if let Some(rt) = rt {
+        out.push_str(&format!(
+            "One FUSE round trip here (GETATTR of one file with attribute caching off, {} \
+             calls): **{:.1} µs**; an open+close through passthrough: {:.1} µs (a native \
+             open+close: {:.1} µs). The round-trip share is requests × {:.1} µs over the \
+             median time of the workload (for throughput workloads it is not computed).\n\n",
+            rt.calls, rt.getattr_us, rt.open_close_us, rt.native_open_close_us, rt.getattr_us
+        ));
+    }
+    out.push_str(&table.to_markdown());
+    out
 }
 
 impl Metric {

@@ -1,5 +1,6 @@
 //! The filesystems under test, each mounted over the same `lower/` with a fresh upper layer.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,6 +13,8 @@ enum Kind {
     Native,
     Overlayfs,
     FuseOverlayfs,
+    /// cowfs with these mount options on top of the defaults.
+    Cowfs(&'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +37,32 @@ pub fn all() -> Vec<Target> {
             name: "fuse-overlayfs",
             kind: Kind::FuseOverlayfs,
         },
+        // Each shortcut of the fast path turned off in turn, to measure what it brings.
+        Target {
+            name: "cowfs-nopt",
+            kind: Kind::Cowfs("nopassthrough"),
+        },
+        Target {
+            name: "cowfs-opendir",
+            kind: Kind::Cowfs("opendir"),
+        },
+        Target {
+            name: "cowfs-ttl1s",
+            kind: Kind::Cowfs("entry_timeout=1,attr_timeout=1"),
+        },
+        Target {
+            name: "cowfs",
+            kind: Kind::Cowfs(""),
+        },
     ]
+}
+
+/// The options of a cowfs target (for the report).
+pub fn cowfs_options(t: &Target) -> Option<&'static str> {
+    match t.kind {
+        Kind::Cowfs(o) => Some(o),
+        _ => None,
+    }
 }
 
 /// A target ready to serve: `root` shows `lower/`, `write_dir` takes new files.
@@ -43,6 +71,7 @@ pub struct Mounted {
     pub write_dir: PathBuf,
     /// The FUSE daemon serving the mount, if any.
     pub daemon: Option<u32>,
+    is_cowfs: bool,
     mountpoint: Option<PathBuf>,
     base: PathBuf,
 }
@@ -74,6 +103,7 @@ impl Target {
                     root: data.lower.clone(),
                     write_dir: upper,
                     daemon: None,
+                    is_cowfs: false,
                     mountpoint: None,
                     base,
                 });
@@ -84,15 +114,26 @@ impl Target {
             Kind::FuseOverlayfs => run(Command::new("fuse-overlayfs")
                 .args(["-o", &layers])
                 .arg(&mnt))?,
+            Kind::Cowfs(extra) => {
+                let mut opts = layers.clone();
+                if !extra.is_empty() {
+                    opts = format!("{opts},{extra}");
+                }
+                run(Command::new(cowfs::bin("cowfs"))
+                    .args(["mount", "-o", &opts, "none"])
+                    .arg(&mnt))?
+            }
         }
         let daemon = match self.kind {
             Kind::FuseOverlayfs => Some(daemon_of(&mnt, "fuse-overlayfs")?),
+            Kind::Cowfs(_) => Some(daemon_of(&mnt, "cowfs")?),
             _ => None,
         };
         Ok(Mounted {
             write_dir: mnt.join("w"),
             root: mnt.clone(),
             daemon,
+            is_cowfs: matches!(self.kind, Kind::Cowfs(_)),
             mountpoint: Some(mnt),
             base,
         })
@@ -100,6 +141,20 @@ impl Target {
 }
 
 impl Mounted {
+    /// The requests the cowfs daemon has received so far, per kind (None for other targets).
+    pub fn requests(&self) -> Result<Option<BTreeMap<String, u64>>> {
+        if self.daemon.is_none() || !self.is_cowfs {
+            return Ok(None);
+        }
+        let Some(mnt) = &self.mountpoint else {
+            return Ok(None);
+        };
+        let stats = cowfs_fs::control::Client::connect(mnt)
+            .and_then(|mut c| c.stats())
+            .with_context(|| format!("asking {} for its counters", mnt.display()))?;
+        Ok(Some(stats))
+    }
+
     /// Peak resident set of the serving daemon, in bytes (VmHWM).
     pub fn daemon_peak_rss(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.daemon?)).ok()?;

@@ -1,5 +1,6 @@
 //! What each run does and how it is timed.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -94,6 +95,13 @@ pub fn all() -> Vec<Workload> {
     ]
 }
 
+/// What `measure` found: one sample per run, and (for cowfs) the requests its daemon received
+/// during the last run, per kind.
+pub struct Measured {
+    pub samples: Vec<f64>,
+    pub requests: Option<BTreeMap<String, u64>>,
+}
+
 /// Runs `workload` `runs` times on `target`: cold runs remount and drop every cache first;
 /// warm runs follow an unmeasured warm-up.
 pub fn measure(
@@ -102,8 +110,22 @@ pub fn measure(
     data: &DataSet,
     cold: bool,
     runs: usize,
-) -> Result<Vec<f64>> {
+) -> Result<Measured> {
     let mut samples = Vec::with_capacity(runs);
+    let mut requests = None;
+    let mut one_run = |m: &Mounted| -> Result<()> {
+        let before = m.requests()?;
+        samples.push((w.run)(target, m, data)?);
+        requests = match (before, m.requests()?) {
+            (Some(b), Some(a)) => Some(
+                a.iter()
+                    .map(|(k, v)| (k.clone(), v.saturating_sub(b.get(k).copied().unwrap_or(0))))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Ok(())
+    };
     if cold || w.writes {
         for _ in 0..runs {
             let m = target.mount(data)?;
@@ -112,16 +134,16 @@ pub fn measure(
             } else {
                 (w.warm_up)(target, &m, data)?;
             }
-            samples.push((w.run)(target, &m, data)?);
+            one_run(&m)?;
         }
     } else {
         let m = target.mount(data)?;
         (w.warm_up)(target, &m, data)?;
         for _ in 0..runs {
-            samples.push((w.run)(target, &m, data)?);
+            one_run(&m)?;
         }
     }
-    Ok(samples)
+    Ok(Measured { samples, requests })
 }
 
 pub fn drop_caches() -> Result<()> {

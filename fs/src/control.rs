@@ -8,12 +8,14 @@
 //! - requests: `{"version":1,"command":"list"}`,
 //!   `{"version":1,"command":"add","path":"/b","mode":"ro","position":{"before":"/a"}}`
 //!   (`position`: `"first"` (default), `"last"`, `{"before":P}` or `{"after":P}`),
-//!   `{"version":1,"command":"remove","path":"/b"}`;
+//!   `{"version":1,"command":"remove","path":"/b"}`, `{"version":1,"command":"stats"}`;
 //! - replies: `{"version":1,"ok":true,"mountpoint":"/mnt","branches":[{"path":"/a","mode":"rw"},…]}`
-//!   or `{"version":1,"ok":false,"error":"…"}`.
+//!   (`stats` adds `"stats":{"lookup":12,…}`: requests received per kind, fast-path events,
+//!   known nodes and open handles) or `{"version":1,"ok":false,"error":"…"}`.
 //!
 //! A malformed line gets an error reply and the connection stays usable.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -68,6 +70,8 @@ pub enum Command {
     Remove {
         path: PathBuf,
     },
+    /// Request counters (see `stats.rs`).
+    Stats,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +91,8 @@ pub struct Response {
     pub mountpoint: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branches: Option<Vec<BranchInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<BTreeMap<String, u64>>,
 }
 
 impl Response {
@@ -97,6 +103,7 @@ impl Response {
             error: Some(msg.into()),
             mountpoint: None,
             branches: None,
+            stats: None,
         }
     }
 }
@@ -282,8 +289,18 @@ fn handle(stream: UnixStream, fs: &UnionFs, mountpoint: &Path) -> io::Result<()>
 }
 
 fn execute(fs: &UnionFs, mountpoint: &Path, command: Command) -> Response {
+    let mut stats = None;
     let result = match command {
         Command::List => Ok(()),
+        Command::Stats => {
+            let mut s = fs.stats().snapshot();
+            let (nodes, files, dirs) = fs.counts();
+            s.insert("nodes".into(), nodes as u64);
+            s.insert("open_files".into(), files as u64);
+            s.insert("open_dirs".into(), dirs as u64);
+            stats = Some(s);
+            Ok(())
+        }
         Command::Add {
             path,
             mode,
@@ -298,6 +315,7 @@ fn execute(fs: &UnionFs, mountpoint: &Path, command: Command) -> Response {
             error: None,
             mountpoint: Some(mountpoint.to_path_buf()),
             branches: Some(fs.branches()),
+            stats,
         },
         Err(e) => Response::error(e.to_string()),
     }
@@ -401,6 +419,13 @@ impl Client {
             })?
             .branches
             .unwrap_or_default())
+    }
+
+    /// The daemon's request counters (see [`Command::Stats`]).
+    pub fn stats(&mut self) -> Result<BTreeMap<String, u64>, ControlError> {
+        self.call(Command::Stats)?
+            .stats
+            .ok_or_else(|| ControlError::Protocol("the daemon sent no counters".into()))
     }
 
     pub fn remove(&mut self, path: &Path) -> Result<Vec<BranchInfo>, ControlError> {

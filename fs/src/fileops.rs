@@ -5,6 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,11 +15,12 @@ use nix::sys::stat::{FchmodatFlags, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
-use crate::attr::{FileKind, Stat, Timespec};
+use crate::attr::{Stat, Timespec};
 use crate::branch::{RealBranches, open_beneath};
 use crate::copyup::timespec;
-use crate::handles::{DirItem, OpenFile};
-use crate::inode::{NodeId, ROOT};
+use crate::handles::OpenFile;
+use crate::inode::NodeId;
+use crate::listing::{DirItem, Listing};
 use crate::sys;
 use crate::union;
 use crate::unionfs::{Caller, Located, UnionFs};
@@ -80,7 +82,8 @@ fn time_spec(t: Option<SetTime>) -> TimeSpec {
 }
 
 impl UnionFs {
-    /// Attributes of a node; through `fh` when given (works for unlinked open files).
+    /// Attributes of a node; through `fh` when given (works for unlinked open files). A node
+    /// whose name moved to a successor answers with the successor's file.
     pub fn getattr(&self, id: NodeId, fh: Option<u64>) -> io::Result<Stat> {
         let node = self.nodes.get(id)?;
         if let Some(h) = fh
@@ -89,9 +92,10 @@ impl UnionFs {
         {
             return self.attr_of_open(&node, &h);
         }
+        let current = self.nodes.current(id)?;
         let set = self.snapshot();
-        match self.locate(&set, &node) {
-            Ok(loc) => self.attr_of(&node, &loc),
+        match self.locate(&set, &current) {
+            Ok(loc) => self.attr_of(&current, &loc),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 // Unlinked but still open: the open file still knows it.
                 let h = node
@@ -120,7 +124,7 @@ impl UnionFs {
     /// chmod, chown, truncate, utimes. The file is copied up / its link broken first; a
     /// truncate through a file opened for writing (`fh`) uses that file.
     pub fn setattr(&self, id: NodeId, attr: SetAttr, fh: Option<u64>) -> io::Result<Stat> {
-        let node = self.nodes.get(id)?;
+        let node = self.nodes.current(id)?;
         let handle = fh
             .and_then(|fh| self.handles.file(fh))
             .filter(|h| h.node == id && h.writable);
@@ -214,21 +218,40 @@ impl UnionFs {
 
     /// Opens a file. Opening for writing (or with `O_TRUNC`) copies the file up / breaks its
     /// store link first, so a writable descriptor never points at a shared file.
+    ///
+    /// The open is registered under the node's copy lock, so a copy-up or link break that
+    /// comes later sees it and gives the name a new node instead of replacing the file under
+    /// this one. Conversely an open of a node whose name moved on answers ESTALE: the kernel
+    /// then looks the name up again and opens the new node.
     pub fn open(&self, id: NodeId, flags: i32) -> io::Result<u64> {
         let node = self.nodes.get(id)?;
         if node.is_dir() {
             return Err(sys::err(libc::EISDIR));
         }
-        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0;
+        let modifies = flags & libc::O_ACCMODE != libc::O_RDONLY || truncate;
         let set = self.snapshot();
-        let loc = if writable || truncate {
-            self.ensure_private(&set, &node, truncate.then_some(0))?
+        let _copying = node.copy_lock.lock();
+        let stale = || sys::err(libc::ESTALE);
+        if node.successor().is_some() {
+            return Err(stale());
+        }
+        let loc = if modifies {
+            let loc = self.make_private(&set, &node, truncate.then_some(0))?;
+            if node.successor().is_some() {
+                return Err(stale());
+            }
+            loc
         } else {
             self.locate(&set, &node)?
         };
         let file = self.open_located(&loc, flags)?;
-        Ok(self.add_open(id, file, writable || truncate))
+        Ok(self.add_open(id, file, modifies))
+    }
+
+    /// The open file behind a handle.
+    pub fn open_file_of(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.handles.file(fh)
     }
 
     fn open_located(&self, loc: &Located, flags: i32) -> io::Result<File> {
@@ -374,13 +397,13 @@ impl UnionFs {
         if whiteout::is_private_xattr(name) {
             return Err(sys::err(libc::ENODATA));
         }
-        let node = self.nodes.get(id)?;
+        let node = self.nodes.current(id)?;
         let loc = self.locate(&self.snapshot(), &node)?;
         sys::get_xattr(loc.xattrs(), name)?.ok_or_else(|| sys::err(libc::ENODATA))
     }
 
     pub fn listxattr(&self, id: NodeId) -> io::Result<Vec<OsString>> {
-        let node = self.nodes.get(id)?;
+        let node = self.nodes.current(id)?;
         let loc = self.locate(&self.snapshot(), &node)?;
         let mut names = sys::list_xattrs(loc.xattrs())?;
         names.retain(|n| !whiteout::is_private_xattr(n));
@@ -393,7 +416,7 @@ impl UnionFs {
         if whiteout::is_private_xattr(name) {
             return Err(sys::err(libc::EPERM));
         }
-        let node = self.nodes.get(id)?;
+        let node = self.nodes.current(id)?;
         let loc = self.ensure_private(&self.snapshot(), &node, None)?;
         sys::set_xattr(loc.xattrs(), name, value, flags)
     }
@@ -402,7 +425,7 @@ impl UnionFs {
         if whiteout::is_private_xattr(name) {
             return Err(sys::err(libc::EPERM));
         }
-        let node = self.nodes.get(id)?;
+        let node = self.nodes.current(id)?;
         let set = self.snapshot();
         // Removing what is not there must not cost a copy-up.
         let loc = self.locate(&set, &node)?;
@@ -444,69 +467,61 @@ impl UnionFs {
         self.handles.remove_dir(fh);
     }
 
-    /// The merged listing from `offset` on ("." and ".." first). The listing is read once per
-    /// open (and again when the reader rewinds to 0), so offsets stay meaningful.
+    /// The merged listing after `offset` (see `listing.rs`). A read from offset 0 (a new
+    /// pass) reads the branches again; a continuation uses the listing the node has, so a
+    /// directory of many entries is read from the branches once per pass, not once per piece.
+    /// `fh` is 0 when the kernel does not open directories.
     pub fn readdir(&self, id: NodeId, fh: u64, offset: u64) -> io::Result<Vec<Listed>> {
-        let dir = self.handles.dir(fh).ok_or_else(|| sys::err(libc::EBADF))?;
-        if dir.node != id {
+        if fh != 0 && self.handles.dir(fh).is_none_or(|d| d.node != id) {
             return Err(sys::err(libc::EBADF));
         }
-        let listing = {
-            let mut cached = dir.listing.lock();
-            match &*cached {
-                Some(l) if offset != 0 => l.clone(),
-                _ => {
-                    let l = Arc::new(self.list_dir(id)?);
-                    *cached = Some(l.clone());
-                    l
-                }
+        let node = self.nodes.get(id)?;
+        if !node.is_dir() {
+            return Err(sys::err(libc::ENOTDIR));
+        }
+        let cached = node.listing.lock().clone();
+        let listing = match cached {
+            Some(l) if offset != 0 => l,
+            _ => {
+                let l = Arc::new(self.list_dir(id)?);
+                *node.listing.lock() = Some(l.clone());
+                l
             }
         };
-        let parent = if id == ROOT {
-            ROOT
-        } else {
-            self.nodes
-                .get(id)
-                .ok()
-                .and_then(|n| n.aliases().first().map(|a| a.parent))
-                .unwrap_or(ROOT)
-        };
-        let mut out = Vec::new();
-        for (i, item) in listing.iter().enumerate().skip(offset as usize) {
-            let ino = match i {
-                0 => id,
-                1 => parent,
-                _ => self
-                    .nodes
-                    .child(id, &item.name)
-                    .map(|n| n.id)
-                    .unwrap_or_else(|| unknown_ino(id, &item.name)),
-            };
-            out.push(Listed {
-                next_offset: i as u64 + 1,
-                ino,
-                item: item.clone(),
-            });
-        }
-        Ok(out)
+        let parent_ino = node
+            .aliases()
+            .first()
+            .and_then(|a| self.nodes.get(a.parent).ok())
+            .map_or(node.ino, |p| p.ino);
+        Ok(listing
+            .after(offset)
+            .map(|(next_offset, item)| {
+                let ino = match item.name.as_bytes() {
+                    b"." => node.ino,
+                    b".." => parent_ino,
+                    _ => self
+                        .nodes
+                        .child(id, &item.name)
+                        .map(|n| n.ino)
+                        .unwrap_or_else(|| unknown_ino(id, &item.name)),
+                };
+                Listed {
+                    next_offset,
+                    ino,
+                    item: item.clone(),
+                }
+            })
+            .collect())
     }
 
-    fn list_dir(&self, id: NodeId) -> io::Result<Vec<DirItem>> {
+    fn list_dir(&self, id: NodeId) -> io::Result<Listing> {
         let set = self.snapshot();
         let dir = self.dir_ctx(&set, id)?;
         let merged = union::read_dir(&RealBranches(&set), &dir.path, &dir.place.layers)?;
-        let mut items = Vec::with_capacity(merged.len() + 2);
-        for dot in [".", ".."] {
-            items.push(DirItem {
-                name: OsString::from(dot),
-                kind: FileKind::Dir,
-            });
-        }
-        items.extend(merged.into_iter().map(|e| DirItem {
+        Ok(Listing::new(merged.into_iter().map(|e| DirItem {
             name: e.name,
             kind: e.kind,
-        }));
-        Ok(items)
+        })))
     }
 
     pub fn statfs(&self) -> io::Result<StatFs> {
@@ -535,7 +550,7 @@ impl UnionFs {
         if mask & libc::W_OK != 0 {
             let set = self.snapshot();
             let w = Self::write_branch(&set)?;
-            let node = self.nodes.get(id)?;
+            let node = self.nodes.current(id)?;
             if self.place(&set, &node)?.branch() < w {
                 return Err(sys::err(libc::EROFS));
             }

@@ -18,16 +18,58 @@ use fuser::{
 
 use crate::attr::{FileKind, Stat, Timespec};
 use crate::fileops::{SetAttr, SetTime};
+use crate::inode::Node;
+use crate::passthrough::{Backings, Mode};
+use crate::stats::Op;
 use crate::unionfs::{Caller, UnionFs};
+
+/// Which of the kernel's shortcuts a mount uses (each can be turned off with a mount option,
+/// for benchmarks and for kernels without it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCache {
+    /// Hand open files to the kernel (FUSE passthrough): reads and writes skip the daemon.
+    pub passthrough: bool,
+    /// Keep a file's page cache across opens (files served through the daemon).
+    pub keep_cache: bool,
+    /// Let the kernel cache directory listings.
+    pub cache_dir: bool,
+    /// Answer OPENDIR; without it the kernel stops sending OPENDIR and RELEASEDIR and caches
+    /// listings itself (two round trips less per directory read).
+    pub opendir: bool,
+    /// Send attributes with listings (READDIRPLUS), so a walk needs no LOOKUP per entry.
+    pub readdirplus: bool,
+}
+
+impl Default for KernelCache {
+    fn default() -> Self {
+        KernelCache {
+            passthrough: true,
+            keep_cache: true,
+            cache_dir: true,
+            opendir: false,
+            readdirplus: true,
+        }
+    }
+}
 
 /// The `fuser::Filesystem` face of a union.
 pub struct FuseAdapter {
     fs: Arc<UnionFs>,
+    cache: KernelCache,
+    backings: Backings,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<UnionFs>) -> FuseAdapter {
-        FuseAdapter { fs }
+    pub fn new(fs: Arc<UnionFs>, cache: KernelCache) -> FuseAdapter {
+        FuseAdapter {
+            fs,
+            cache,
+            backings: Backings::default(),
+        }
+    }
+
+    fn count(&self, op: Op) {
+        self.fs.stats().count(op);
     }
 
     fn entry_ttl(&self) -> Duration {
@@ -49,16 +91,64 @@ impl FuseAdapter {
         }
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, r: io::Result<(Arc<crate::inode::Node>, Stat)>) {
+    fn reply_entry(&self, reply: ReplyEntry, r: io::Result<(Arc<Node>, Stat)>) {
         match r {
-            Ok((_, st)) => reply.entry_with_ttls(
-                &self.attr_ttl(),
-                &self.entry_ttl(),
-                &file_attr(&st),
-                self.generation(),
-            ),
+            Ok((node, st)) => {
+                let (attr, attr_ttl, entry_ttl) = self.entry_attr(&node, &st);
+                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &attr, self.generation())
+            }
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    /// Attributes and TTLs of an entry reply. fuser takes the node id from the attributes'
+    /// inode number; a node that presents another number (a successor, see
+    /// `NodeTable::supersede`) is sent with its id and attributes that expire at once, so the
+    /// kernel asks GETATTR, whose reply sets the number the guest sees.
+    fn entry_attr(&self, node: &Node, st: &Stat) -> (FileAttr, Duration, Duration) {
+        let mut attr = file_attr(st);
+        if node.ino == node.id {
+            return (attr, self.attr_ttl(), self.entry_ttl());
+        }
+        attr.ino = INodeNo(node.id);
+        (attr, Duration::ZERO, Duration::ZERO)
+    }
+
+    /// Answers an open of `fh` (file node `node`), through passthrough when possible.
+    fn reply_open(&self, reply: ReplyOpen, node: u64, fh: u64) {
+        match self.open_mode(node, fh, |f| reply.open_backing(f)) {
+            (Mode::Passthrough(id), flags) => reply.opened_passthrough(FileHandle(fh), flags, &id),
+            (Mode::Cached, flags) => reply.opened(FileHandle(fh), flags),
+        }
+    }
+
+    fn open_mode(
+        &self,
+        node: u64,
+        fh: u64,
+        register: impl FnOnce(&std::fs::File) -> io::Result<fuser::BackingId>,
+    ) -> (Mode, FopenFlags) {
+        // Flushing does nothing here (writes reach the backing file at once): spare the
+        // round trip at every close.
+        let mut flags = FopenFlags::FOPEN_NOFLUSH;
+        let mode = match self.fs.open_file_of(fh) {
+            Some(open) => self.backings.open(node, fh, &open.file, |f| {
+                let id = register(f)?;
+                self.count(Op::BackingRegistered);
+                Ok(id)
+            }),
+            None => Mode::Cached,
+        };
+        match mode {
+            Mode::Passthrough(_) => self.count(Op::PassthroughOpen),
+            Mode::Cached => {
+                self.count(Op::CachedOpen);
+                if self.cache.keep_cache {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+            }
+        }
+        (mode, flags)
     }
 }
 
@@ -154,14 +244,6 @@ fn done(reply: ReplyEmpty, r: io::Result<()>) {
     }
 }
 
-/// Answers an open/opendir request.
-fn opened(reply: ReplyOpen, r: io::Result<u64>) {
-    match r {
-        Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
 /// Answers a getxattr/listxattr request: the size when asked for it, ERANGE when too small.
 fn reply_xattr(reply: ReplyXattr, size: u32, data: io::Result<Vec<u8>>) {
     match data {
@@ -175,31 +257,50 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: io::Result<Vec<u8>>) {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Ask for what saves round trips; each one the kernel lacks is simply not used.
-        for (flag, what) in [
-            (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
+        let mut wanted = vec![
             (
                 InitFlags::FUSE_PARALLEL_DIROPS,
                 "parallel directory operations",
             ),
             (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic O_TRUNC"),
             (InitFlags::FUSE_CACHE_SYMLINKS, "symlink caching"),
-        ] {
+        ];
+        if self.cache.readdirplus {
+            wanted.push((InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"));
+        }
+        for (flag, what) in wanted {
             if let Err(missing) = config.add_capabilities(flag) {
                 tracing::info!(?missing, "kernel lacks {what}");
+            }
+        }
+        if self.cache.passthrough {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                // Depth 1: backing files on a plain filesystem, and this mount usable as an
+                // overlayfs layer.
+                Ok(()) => match config.set_max_stack_depth(1) {
+                    Ok(_) => self.backings.enable(),
+                    Err(max) => tracing::warn!(max, "passthrough: stacking depth refused"),
+                },
+                Err(_) => tracing::warn!(
+                    "this kernel offers no FUSE passthrough: file data goes through the daemon"
+                ),
             }
         }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Lookup);
         self.reply_entry(reply, self.fs.lookup(parent.0, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.count(Op::Forget);
         self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count(Op::Getattr);
         self.reply_attr(reply, self.fs.getattr(ino.0, fh.map(|f| f.0)))
     }
 
@@ -221,6 +322,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.count(Op::Setattr);
         let attr = SetAttr {
             mode,
             uid,
@@ -233,6 +335,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.count(Op::Readlink);
         match self.fs.readlink(ino.0) {
             Ok(target) => reply.data(target.as_bytes()),
             Err(e) => reply.error(errno(e)),
@@ -249,6 +352,7 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Mknod);
         self.reply_entry(
             reply,
             self.fs
@@ -265,6 +369,7 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Mkdir);
         self.reply_entry(
             reply,
             self.fs.mkdir(parent.0, name, mode & 0o7777, caller(req)),
@@ -272,10 +377,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Unlink);
         done(reply, self.fs.unlink(parent.0, name))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Rmdir);
         done(reply, self.fs.rmdir(parent.0, name))
     }
 
@@ -287,6 +394,7 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Symlink);
         self.reply_entry(
             reply,
             self.fs.symlink(parent.0, link_name, target, caller(req)),
@@ -303,6 +411,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Rename);
         done(
             reply,
             self.fs
@@ -318,11 +427,16 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Link);
         self.reply_entry(reply, self.fs.link(ino.0, newparent.0, newname));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        opened(reply, self.fs.open(ino.0, flags.0))
+        self.count(Op::Open);
+        match self.fs.open(ino.0, flags.0) {
+            Ok(fh) => self.reply_open(reply, ino.0, fh),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn read(
@@ -336,6 +450,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.count(Op::Read);
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -354,6 +469,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.count(Op::Write);
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
@@ -368,6 +484,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Flush);
         // Data goes straight to the backing file on write; nothing is buffered here.
         reply.ok();
     }
@@ -382,7 +499,9 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Release);
         self.fs.release(fh.0);
+        self.backings.release(fh.0);
         reply.ok();
     }
 
@@ -394,11 +513,25 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Fsync);
         done(reply, self.fs.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        opened(reply, self.fs.opendir(ino.0))
+        self.count(Op::Opendir);
+        if !self.cache.opendir {
+            // The kernel stops asking and reads listings with file handle 0 (listing.rs).
+            return reply.error(Errno::ENOSYS);
+        }
+        let flags = if self.cache.cache_dir {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), flags),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn readdir(
@@ -409,6 +542,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.count(Op::Readdir);
         match self.fs.readdir(ino.0, fh.0, offset) {
             Ok(entries) => {
                 for e in entries {
@@ -435,6 +569,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.count(Op::Readdirplus);
         let entries = match self.fs.readdir(ino.0, fh.0, offset) {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(e)),
@@ -464,12 +599,13 @@ impl Filesystem for FuseAdapter {
                 Ok(found) => found,
                 Err(_) => continue, // vanished since the listing was read
             };
+            let (attr, _, ttl) = self.entry_attr(&node, &st);
             if reply.add(
                 INodeNo(node.id),
                 e.next_offset,
                 &e.item.name,
                 &ttl,
-                &file_attr(&st),
+                &attr,
                 self.generation(),
             ) {
                 self.fs.forget(node.id, 1);
@@ -487,6 +623,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Releasedir);
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -499,10 +636,12 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Fsyncdir);
         done(reply, self.fs.fsyncdir(ino.0))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.count(Op::Statfs);
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -521,14 +660,17 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Setxattr);
         done(reply, self.fs.setxattr(ino.0, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.count(Op::Getxattr);
         reply_xattr(reply, size, self.fs.getxattr(ino.0, name));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.count(Op::Listxattr);
         let list = self.fs.listxattr(ino.0).map(|names| {
             let mut buf = Vec::new();
             for n in names {
@@ -541,10 +683,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Removexattr);
         done(reply, self.fs.removexattr(ino.0, name))
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.count(Op::Access);
         done(reply, self.fs.access(ino.0, mask.bits(), caller(req)))
     }
 
@@ -558,18 +702,27 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
+        self.count(Op::Create);
+        let (node, st, fh) = match self
             .fs
             .create(parent.0, name, mode & 0o7777, flags, caller(req))
         {
-            Ok((_, st, fh)) => reply.created(
-                &self.entry_ttl(),
-                &file_attr(&st),
+            Ok(created) => created,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let (attr, _, ttl) = self.entry_attr(&node, &st);
+        match self.open_mode(node.id, fh, |f| reply.open_backing(f)) {
+            (Mode::Passthrough(id), flags) => reply.created_passthrough(
+                &ttl,
+                &attr,
                 self.generation(),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                flags,
+                &id,
             ),
-            Err(e) => reply.error(errno(e)),
+            (Mode::Cached, flags) => {
+                reply.created(&ttl, &attr, self.generation(), FileHandle(fh), flags)
+            }
         }
     }
 
@@ -583,6 +736,7 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Fallocate);
         done(reply, self.fs.fallocate(fh.0, mode, offset, length))
     }
 
@@ -595,6 +749,7 @@ impl Filesystem for FuseAdapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.count(Op::Lseek);
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(errno(e)),
@@ -614,6 +769,7 @@ impl Filesystem for FuseAdapter {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.count(Op::CopyFileRange);
         match self
             .fs
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)

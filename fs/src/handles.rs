@@ -9,14 +9,10 @@
 //! last one) and each `OpenFile` will only hold a reference to it; because link breaking and
 //! copy-up happen before a writable open is answered, an inode never needs two backing files.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
-
-use crate::attr::FileKind;
 use crate::inode::NodeId;
 use crate::shard::Sharded;
 
@@ -27,18 +23,9 @@ pub struct OpenFile {
     pub writable: bool,
 }
 
-/// One entry of a directory listing as handed to the kernel.
-#[derive(Clone, Debug)]
-pub struct DirItem {
-    pub name: OsString,
-    pub kind: FileKind,
-}
-
-/// An open directory: a snapshot of its merged listing, so offsets stay stable while the
-/// directory changes, refreshed when the reader rewinds.
+/// An open directory (when the kernel opens directories at all: see `listing.rs`).
 pub struct OpenDir {
     pub node: NodeId,
-    pub listing: Mutex<Option<Arc<Vec<DirItem>>>>,
 }
 
 #[derive(Default)]
@@ -69,13 +56,7 @@ impl HandleTable {
 
     pub fn add_dir(&self, node: NodeId) -> u64 {
         let fh = self.next();
-        self.dirs.insert(
-            fh,
-            Arc::new(OpenDir {
-                node,
-                listing: Mutex::new(None),
-            }),
-        );
+        self.dirs.insert(fh, Arc::new(OpenDir { node }));
         fh
     }
 

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::attr::FileKind;
+use crate::listing::Listing;
 use crate::shard::Sharded;
 use crate::sys;
 
@@ -86,26 +87,36 @@ struct NodeState {
     place: Option<Place>,
     identity: Option<Identity>,
     open_handles: Vec<u64>,
+    /// The node that took over this node's name when its file was replaced while open (see
+    /// [`NodeTable::supersede`]).
+    successor: Option<NodeId>,
 }
 
 pub struct Node {
     pub id: NodeId,
+    /// The inode number the guest sees. Equal to `id`, except for a node that took over a name
+    /// from a superseded one: the guest keeps seeing the old number.
+    pub ino: u64,
     pub kind: FileKind,
     lookups: AtomicU64,
     state: Mutex<NodeState>,
     /// Held while this node is copied up or its link broken, so that concurrent writers make
     /// exactly one copy.
     pub copy_lock: Mutex<()>,
+    /// A directory's listing as last read from the branches (see `listing.rs`).
+    pub listing: Mutex<Option<Arc<Listing>>>,
 }
 
 impl Node {
     fn new(id: NodeId, kind: FileKind, lookups: u64) -> Node {
         Node {
             id,
+            ino: id,
             kind,
             lookups: AtomicU64::new(lookups),
             state: Mutex::new(NodeState::default()),
             copy_lock: Mutex::new(()),
+            listing: Mutex::new(None),
         }
     }
 
@@ -152,6 +163,15 @@ impl Node {
 
     pub fn open_handles(&self) -> Vec<u64> {
         self.state.lock().open_handles.clone()
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.state.lock().open_handles.is_empty()
+    }
+
+    /// The node now answering for this one's name, if its file was replaced while open.
+    pub fn successor(&self) -> Option<NodeId> {
+        self.state.lock().successor
     }
 
     fn add_alias(&self, alias: Alias) {
@@ -358,9 +378,22 @@ impl NodeTable {
         Some(node)
     }
 
+    /// Removes a node nobody refers to any more: the kernel never looked it up (a successor
+    /// whose name went away before anyone used it), it has no name and nothing has it open.
+    pub fn reap(&self, node: &Node) {
+        let removed = self.nodes.remove_if(&node.id, |n| {
+            n.lookups() == 0 && n.id != ROOT && n.aliases().is_empty() && !n.is_open()
+        });
+        if let Some(identity) = removed.and_then(|n| n.identity()) {
+            self.identities.remove_if(&identity, |&v| v == node.id);
+        }
+    }
+
     /// Moves a name: whatever `to` named loses it, and the node named `from` is now `to`.
     pub fn rename(&self, from: (NodeId, &OsStr), to: (NodeId, &OsStr)) {
-        self.remove_name(to.0, to.1);
+        if let Some(victim) = self.remove_name(to.0, to.1) {
+            self.reap(&victim);
+        }
         if let Some(node) = self.remove_name(from.0, from.1) {
             self.add_alias(&node, to.0, to.1);
         }
@@ -389,6 +422,51 @@ impl NodeTable {
             node.drop_alias(a);
         }
         others
+    }
+
+    /// Gives the name `keep` of `old` to a new node, because `old`'s file was replaced (copy-up,
+    /// link break) while open: the kernel ties an open file's backing file to its inode, so
+    /// the replacement needs an inode of its own, while the opens keep reading the old file.
+    /// The new node presents the old inode number; `old` keeps its opens and lookup count and
+    /// answers requests through its successor (see [`NodeTable::current`]).
+    pub fn supersede(
+        &self,
+        old: &Node,
+        keep: &Alias,
+        place: Place,
+        identity: Option<Identity>,
+    ) -> Arc<Node> {
+        let key = (keep.parent, keep.name.clone());
+        self.names.with_mut(&key, |names| {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let mut node = Node::new(id, old.kind, 0);
+            node.ino = old.ino;
+            let node = Arc::new(node);
+            {
+                let mut st = node.state.lock();
+                st.aliases.push(keep.clone());
+                st.place = Some(place);
+            }
+            self.nodes.insert(id, node.clone());
+            names.insert(key.clone(), id);
+            old.drop_alias(keep);
+            old.state.lock().successor = Some(id);
+            self.refresh_identity(old, None);
+            self.refresh_identity(&node, identity);
+            node
+        })
+    }
+
+    /// The node that answers for `id` now: `id` itself, or the end of its successor chain.
+    pub fn current(&self, id: NodeId) -> io::Result<Arc<Node>> {
+        let mut node = self.get(id)?;
+        for _ in 0..64 {
+            match node.successor() {
+                Some(next) => node = self.get(next)?,
+                None => return Ok(node),
+            }
+        }
+        Err(sys::err(libc::ELOOP))
     }
 
     /// The node's current name: (parent id, parent path relative to the union root, name).

@@ -272,7 +272,7 @@ impl Daemon {
         let (fs, invalidations) = UnionFs::new(branches, config);
         let control = ControlServer::start(fs.clone(), &mountpoint).map_err(MountError::Control)?;
         let session = fuser::Session::new(
-            FuseAdapter::new(fs.clone()),
+            FuseAdapter::new(fs.clone(), options.kernel),
             &mountpoint,
             &fuser_config(options),
         )

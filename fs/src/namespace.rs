@@ -266,7 +266,9 @@ impl UnionFs {
             below,
             want_dir,
         )?;
-        self.nodes.remove_name(parent, name);
+        if let Some(node) = self.nodes.remove_name(parent, name) {
+            self.nodes.reap(&node);
+        }
         Ok(())
     }
 
@@ -280,7 +282,7 @@ impl UnionFs {
     ) -> io::Result<(Arc<Node>, Stat)> {
         check_new_name(newname)?;
         let set = self.snapshot();
-        let node = self.nodes.get(id)?;
+        let node = self.nodes.current(id)?;
         if node.is_dir() {
             return Err(sys::err(libc::EPERM));
         }
@@ -289,7 +291,7 @@ impl UnionFs {
         if self.find(&set, &dir, newname)?.is_some() {
             return Err(sys::err(libc::EEXIST));
         }
-        let loc = {
+        let (node, loc) = {
             let _copying = node.copy_lock.lock();
             let loc = self.locate(&set, &node)?;
             if loc.branch < w {
@@ -297,12 +299,15 @@ impl UnionFs {
             }
             let st = loc.stat()?;
             let marked = st.is_file() && is_marked(&loc)?;
-            if marked {
-                self.copy_to_rw(&set, &node, &loc, &st, CopyUp::Private(None))?;
+            let holder = if marked {
+                self.copy_to_rw(&set, &node, &loc, &st, CopyUp::Private(None))?
             } else if loc.branch > w {
-                self.copy_to_rw(&set, &node, &loc, &st, CopyUp::Share)?;
-            }
-            self.locate(&set, &node)?
+                self.copy_to_rw(&set, &node, &loc, &st, CopyUp::Share)?
+            } else {
+                node.clone()
+            };
+            let loc = self.locate(&set, &holder)?;
+            (holder, loc)
         };
         let pdir = self.ensure_dir_in_rw(&set, &dir.node)?;
         match sys::try_stat_at(pdir.as_fd(), newname)? {
@@ -518,6 +523,7 @@ impl UnionFs {
             }
             let st = loc.stat()?;
             self.copy_to_rw(set, &node, &loc, &st, CopyUp::Share)
+                .map(drop)
         })();
         if transient {
             self.forget(node.id, 1);

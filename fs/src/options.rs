@@ -12,6 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::branch::BranchMode;
+use crate::fuse::KernelCache;
+
+/// Default entry and attribute timeout.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// A branch as named in the options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +47,9 @@ pub struct MountOptions {
     pub clone_fd: bool,
     pub entry_timeout: Duration,
     pub attr_timeout: Duration,
+    /// The kernel shortcuts (`passthrough`, `keep_cache`, `cache_dir`, `opendir`,
+    /// `readdirplus`, each with a `no` form).
+    pub kernel: KernelCache,
 }
 
 impl MountOptions {
@@ -66,8 +73,12 @@ impl MountOptions {
             dirsync: false,
             threads: cores.clamp(2, 8),
             clone_fd: true,
-            entry_timeout: Duration::from_secs(1),
-            attr_timeout: Duration::from_secs(1),
+            // The daemon is the only writer and tells the kernel whenever the view changes
+            // behind its back (copy-up, link break, branch change), so cached names and
+            // attributes stay right for as long as the kernel cares to keep them.
+            entry_timeout: LONG_TIMEOUT,
+            attr_timeout: LONG_TIMEOUT,
+            kernel: KernelCache::default(),
         }
     }
 }
@@ -286,6 +297,16 @@ pub fn parse(source: &str, option_strings: &[&str]) -> Result<MountOptions, Opti
                             invalid(key, format!("'{v}' is not a thread count (1–256)"))
                         })?;
                 }
+                "passthrough" => o.kernel.passthrough = true,
+                "nopassthrough" => o.kernel.passthrough = false,
+                "keep_cache" => o.kernel.keep_cache = true,
+                "nokeep_cache" => o.kernel.keep_cache = false,
+                "cache_dir" => o.kernel.cache_dir = true,
+                "nocache_dir" => o.kernel.cache_dir = false,
+                "opendir" => o.kernel.opendir = true,
+                "noopendir" => o.kernel.opendir = false,
+                "readdirplus" => o.kernel.readdirplus = true,
+                "noreaddirplus" => o.kernel.readdirplus = false,
                 "entry_timeout" => o.entry_timeout = seconds(key, need(value)?)?,
                 "attr_timeout" => o.attr_timeout = seconds(key, need(value)?)?,
                 _ => return Err(OptionsError::Unknown(opt.clone())),

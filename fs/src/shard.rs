@@ -75,6 +75,14 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
             .collect()
     }
 
+    /// How many values satisfy `pred`.
+    pub fn count(&self, pred: impl Fn(&V) -> bool) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().values().filter(|v| pred(v)).count())
+            .sum()
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }

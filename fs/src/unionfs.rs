@@ -22,6 +22,7 @@ use crate::branch::{Branch, BranchError, BranchMode, BranchSet, RealBranches};
 use crate::copyup::{self, Install, Source};
 use crate::handles::HandleTable;
 use crate::inode::{Alias, Identity, Node, NodeId, NodeTable, Place, ROOT};
+use crate::stats::RequestStats;
 use crate::sys::{self, XattrTarget};
 use crate::union;
 use crate::whiteout;
@@ -150,6 +151,7 @@ pub struct UnionFs {
     pub(crate) handles: HandleTable,
     invalidations: crossbeam::channel::Sender<Invalidation>,
     config: FsConfig,
+    stats: RequestStats,
 }
 
 impl UnionFs {
@@ -170,6 +172,7 @@ impl UnionFs {
             handles: HandleTable::default(),
             invalidations: tx,
             config,
+            stats: RequestStats::default(),
         };
         (Arc::new(fs), rx)
     }
@@ -180,6 +183,11 @@ impl UnionFs {
 
     pub fn generation(&self) -> u64 {
         self.nodes.generation()
+    }
+
+    /// What the kernel asked of this union so far.
+    pub fn stats(&self) -> &RequestStats {
+        &self.stats
     }
 
     /// The branch set requests work on (a request keeps the set it started with).
@@ -316,20 +324,31 @@ impl UnionFs {
 
     /// Makes `node` safe to modify: in the writable branch, and not linked to a store object.
     /// Copy-up and link breaking both happen here, before the first modification, through the
-    /// same staged copy; the node keeps its id. `truncate_to` is the size the caller is about
-    /// to truncate to (so only that much is copied).
+    /// same staged copy. `truncate_to` is the size the caller is about to truncate to (so only
+    /// that much is copied). Returns where the node's name now leads (see
+    /// [`UnionFs::copy_to_rw`] for why that may be a new node).
     pub(crate) fn ensure_private(
         &self,
         set: &BranchSet,
         node: &Node,
         truncate_to: Option<u64>,
     ) -> io::Result<Located> {
-        let w = Self::write_branch(set)?;
         if node.is_dir() {
             self.ensure_dir_in_rw(set, node)?;
             return self.locate(set, node);
         }
         let _copying = node.copy_lock.lock();
+        self.make_private(set, node, truncate_to)
+    }
+
+    /// [`UnionFs::ensure_private`] of a non-directory whose copy lock the caller holds.
+    pub(crate) fn make_private(
+        &self,
+        set: &BranchSet,
+        node: &Node,
+        truncate_to: Option<u64>,
+    ) -> io::Result<Located> {
+        let w = Self::write_branch(set)?;
         let loc = self.locate(set, node)?;
         if loc.branch < w {
             return Err(sys::err(libc::EROFS));
@@ -339,13 +358,15 @@ impl UnionFs {
         if loc.branch == w && !marked {
             return Ok(loc);
         }
-        self.copy_to_rw(set, node, &loc, &st, CopyUp::Private(truncate_to))?;
-        self.locate(set, node)
+        let holder = self.copy_to_rw(set, node, &loc, &st, CopyUp::Private(truncate_to))?;
+        self.locate(set, &holder)
     }
 
     /// Copies (or, for `CopyUp::Share` of a store-linked file, links) the entry of `node` into
     /// the writable branch at the same path, replacing it there when it already is there (a
-    /// link being broken). The caller holds `node.copy_lock`.
+    /// link being broken). The caller holds `node.copy_lock`. Returns the node that now holds
+    /// the name: `node` itself, or, when `node` is open, a successor (its opens go on reading
+    /// the file they opened).
     pub(crate) fn copy_to_rw(
         &self,
         set: &BranchSet,
@@ -353,7 +374,7 @@ impl UnionFs {
         loc: &Located,
         st: &Stat,
         how: CopyUp,
-    ) -> io::Result<()> {
+    ) -> io::Result<Arc<Node>> {
         let w = Self::write_branch(set)?;
         let (parent, _, name) = self.nodes.entry(node)?;
         let work = set
@@ -386,17 +407,9 @@ impl UnionFs {
             )
         };
         staged.install(pdir.as_fd(), &name, install)?;
-        tracing::debug!(
-            node = node.id,
-            ?name,
-            share,
-            broke_link = loc.branch == w,
-            "copied to the writable branch"
-        );
-        node.set_place(Place::new(set.epoch(), self.bump(), vec![w]));
+        let place = Place::new(set.epoch(), self.bump(), vec![w]);
         let new_st = sys::stat_at(pdir.as_fd(), &name)?;
-        self.nodes
-            .set_identity(node, identity_for(w, &new_st, share));
+        let identity = identity_for(w, &new_st, share);
         // Other names of a hard link still reach the old file: they become separate nodes.
         let keep = Alias { parent, name };
         for a in self.nodes.split_aliases(node, &keep) {
@@ -405,15 +418,34 @@ impl UnionFs {
                 name: a.name,
             });
         }
+        let superseded = node.is_open();
+        tracing::debug!(
+            node = node.id,
+            name = ?keep.name,
+            share,
+            broke_link = loc.branch == w,
+            superseded,
+            "copied to the writable branch"
+        );
+        if superseded {
+            // Open files keep the old file, and the kernel keeps it as their inode's backing
+            // file: the replacement gets an inode (node) of its own, with the same number.
+            let (parent, name) = (keep.parent, keep.name.clone());
+            let successor = self.nodes.supersede(node, &keep, place, identity);
+            self.invalidate(Invalidation::Entry { parent, name });
+            return Ok(successor);
+        }
+        node.set_place(place);
+        self.nodes.set_identity(node, identity);
         self.invalidate(Invalidation::Inode(node.id));
-        Ok(())
+        self.nodes.get(node.id)
     }
 
     /// Attributes as the guest sees them: our node id as inode number; a directory merged from
     /// several branches reports one link (the "unknown" convention `find` understands); a
     /// store-linked file reports one link (the others are the store's, not the guest's).
     pub(crate) fn present(&self, node: &Node, mut st: Stat, layers: usize, marked: bool) -> Stat {
-        st.ino = node.id;
+        st.ino = node.ino;
         if (node.is_dir() && layers > 1) || marked {
             st.nlink = 1;
         }

@@ -16,7 +16,7 @@ use crate::common;
 pub struct Args {
     /// The union's mountpoint.
     pub mountpoint: PathBuf,
-    /// Print the resulting branch list as JSON.
+    /// Print the result (branch list, or counters) as JSON.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -47,6 +47,9 @@ pub enum Action {
     },
     /// Show the branches, leftmost first.
     List,
+    /// Show what the kernel asked of the daemon so far: requests per kind (lookup, open,
+    /// read, …), passthrough opens, known nodes and open handles.
+    Stats,
 }
 
 /// `PATH=ro|rw` → (absolute path, mode); UnionFS' default mode is rw.
@@ -70,6 +73,17 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(&args.mountpoint)?;
     let branches = match &args.action {
+        Action::Stats => {
+            let stats = client.stats()?;
+            if args.json {
+                common::print_json(&stats)?;
+            } else {
+                for (name, value) in stats.iter().filter(|(_, v)| **v > 0) {
+                    println!("{name}\t{value}");
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Action::List => client.list()?,
         Action::Add {
             before,
