@@ -43,6 +43,10 @@ pub fn all() -> Vec<Target> {
             kind: Kind::Cowfs("nopassthrough"),
         },
         Target {
+            name: "cowfs-ptall",
+            kind: Kind::Cowfs("passthrough_min=0"),
+        },
+        Target {
             name: "cowfs-opendir",
             kind: Kind::Cowfs("opendir"),
         },

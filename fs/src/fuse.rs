@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use fuser::{
 use crate::attr::{FileKind, Stat, Timespec};
 use crate::fileops::{SetAttr, SetTime};
 use crate::inode::Node;
-use crate::passthrough::{Backings, Mode};
+use crate::passthrough::{Backings, Mode, OpenRequest};
 use crate::stats::Op;
 use crate::unionfs::{Caller, UnionFs};
 
@@ -38,6 +39,9 @@ pub struct KernelCache {
     pub opendir: bool,
     /// Send attributes with listings (READDIRPLUS), so a walk needs no LOOKUP per entry.
     pub readdirplus: bool,
+    /// Read-only opens of files smaller than this are served through the daemon and the
+    /// kernel's page cache instead of passthrough (writable opens always pass through).
+    pub passthrough_min: u64,
 }
 
 impl Default for KernelCache {
@@ -48,6 +52,7 @@ impl Default for KernelCache {
             cache_dir: true,
             opendir: false,
             readdirplus: true,
+            passthrough_min: 64 * 1024,
         }
     }
 }
@@ -118,7 +123,7 @@ impl FuseAdapter {
     fn reply_open(&self, reply: ReplyOpen, node: u64, fh: u64) {
         match self.open_mode(node, fh, |f| reply.open_backing(f)) {
             (Mode::Passthrough(id), flags) => reply.opened_passthrough(FileHandle(fh), flags, &id),
-            (Mode::Cached, flags) => reply.opened(FileHandle(fh), flags),
+            (Mode::Cached { .. }, flags) => reply.opened(FileHandle(fh), flags),
         }
     }
 
@@ -131,19 +136,36 @@ impl FuseAdapter {
         // Flushing does nothing here (writes reach the backing file at once): spare the
         // round trip at every close.
         let mut flags = FopenFlags::FOPEN_NOFLUSH;
-        let mode = match self.fs.open_file_of(fh) {
-            Some(open) => self.backings.open(node, fh, &open.file, |f| {
-                let id = register(f)?;
-                self.count(Op::BackingRegistered);
-                Ok(id)
-            }),
-            None => Mode::Cached,
+        let opened = self.fs.open_file_of(fh).and_then(|open| {
+            let st = crate::sys::fstat(open.file.as_fd()).ok()?;
+            Some((open, st))
+        });
+        let mode = match &opened {
+            Some((open, st)) => self.backings.open(
+                OpenRequest {
+                    node,
+                    fh,
+                    file: &open.file,
+                    identity: (st.dev, st.ino),
+                    writable: open.writable,
+                    // Reading a small file costs one READ round trip the first time and none
+                    // once cached; through passthrough it costs none, but every read makes the
+                    // kernel ask GETATTR again at the next stat (atime).
+                    wants_passthrough: open.writable || st.size >= self.cache.passthrough_min,
+                },
+                |f| {
+                    let id = register(f)?;
+                    self.count(Op::BackingRegistered);
+                    Ok(id)
+                },
+            ),
+            None => Mode::Cached { keep_cache: false },
         };
         match mode {
             Mode::Passthrough(_) => self.count(Op::PassthroughOpen),
-            Mode::Cached => {
+            Mode::Cached { keep_cache } => {
                 self.count(Op::CachedOpen);
-                if self.cache.keep_cache {
+                if keep_cache && self.cache.keep_cache {
                     flags |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
             }
@@ -297,6 +319,9 @@ impl Filesystem for FuseAdapter {
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.count(Op::Forget);
         self.fs.forget(ino.0, nlookup);
+        if !self.fs.knows(ino.0) {
+            self.backings.forget(ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -720,7 +745,7 @@ impl Filesystem for FuseAdapter {
                 flags,
                 &id,
             ),
-            (Mode::Cached, flags) => {
+            (Mode::Cached { .. }, flags) => {
                 reply.created(&ttl, &attr, self.generation(), FileHandle(fh), flags)
             }
         }

@@ -330,7 +330,16 @@ impl NodeTable {
             let prev = node
                 .lookups
                 .fetch_sub(n.min(node.lookups()), Ordering::Relaxed);
-            if prev <= n { nodes.remove(&id) } else { None }
+            // A successor that still has its name keeps the inode number the guest saw
+            // before the kernel first looked it up, and the kernel may forget it before its
+            // next lookup (a revalidation that finds a new node forgets it at once): it stays
+            // until it loses its name (see `reap`).
+            let keep = node.ino != node.id && !node.aliases().is_empty();
+            if prev <= n && !keep {
+                nodes.remove(&id)
+            } else {
+                None
+            }
         });
         if let Some(node) = removed {
             let (aliases, identity) = {
@@ -647,6 +656,34 @@ mod tests {
         let d = t.lookup(ROOT, OsStr::new("x"), dir());
         assert_ne!(f.id, d.id);
         assert!(f.aliases().is_empty());
+    }
+
+    #[test]
+    fn a_successor_takes_the_name_and_the_number_and_outlives_forgets() {
+        let t = NodeTable::new(0);
+        let old = t.lookup(ROOT, OsStr::new("f"), file(0));
+        old.add_open_handle(7);
+        let keep = Alias {
+            parent: ROOT,
+            name: OsString::from("f"),
+        };
+        let new = t.supersede(&old, &keep, Place::new(0, 1, vec![0]), None);
+        assert_ne!(new.id, old.id);
+        assert_eq!(new.ino, old.ino, "the guest keeps seeing the same number");
+        assert_eq!(t.child(ROOT, OsStr::new("f")).map(|n| n.id), Some(new.id));
+        assert_eq!(old.successor(), Some(new.id));
+        assert_eq!(t.current(old.id).expect("current").id, new.id);
+        assert!(t.path(old.id).is_err(), "the old node lost its name");
+        // The kernel looks the successor up once and forgets it: it keeps its number.
+        let again = t.lookup(ROOT, OsStr::new("f"), file(0));
+        assert_eq!(again.id, new.id);
+        t.forget(new.id, 1);
+        assert_eq!(t.lookup(ROOT, OsStr::new("f"), file(0)).id, new.id);
+        t.forget(new.id, 1);
+        // Once the name goes, nothing keeps it.
+        let gone = t.remove_name(ROOT, OsStr::new("f")).expect("named");
+        t.reap(&gone);
+        assert!(t.get(new.id).is_err());
     }
 
     #[test]

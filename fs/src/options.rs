@@ -195,6 +195,21 @@ fn need_value<'v>(option: &str, value: Option<&'v str>) -> Result<&'v str, Optio
         .ok_or_else(|| invalid(option, "needs a value"))
 }
 
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+fn bytes(option: &str, value: &str) -> Result<u64, OptionsError> {
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&value[..i], 1 << 10),
+        Some((i, 'm' | 'M')) => (&value[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&value[..i], 1 << 30),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| invalid(option, format!("'{value}' is not a size (bytes, or with K/M/G)")))
+}
+
 fn seconds(option: &str, value: &str) -> Result<Duration, OptionsError> {
     let secs: f64 = value
         .parse()
@@ -305,6 +320,7 @@ pub fn parse(source: &str, option_strings: &[&str]) -> Result<MountOptions, Opti
                 "nocache_dir" => o.kernel.cache_dir = false,
                 "opendir" => o.kernel.opendir = true,
                 "noopendir" => o.kernel.opendir = false,
+                "passthrough_min" => o.kernel.passthrough_min = bytes(key, need(value)?)?,
                 "readdirplus" => o.kernel.readdirplus = true,
                 "noreaddirplus" => o.kernel.readdirplus = false,
                 "entry_timeout" => o.entry_timeout = seconds(key, need(value)?)?,
@@ -425,6 +441,13 @@ mod tests {
         assert!(o.read_only && !o.dev && !o.suid && !o.clone_fd);
         assert_eq!(o.threads, 4);
         assert_eq!(o.entry_timeout, Duration::from_millis(2500));
+        let o = parse("none", &["dirs=/a,nopassthrough,passthrough_min=4M,opendir,noreaddirplus"])
+            .expect("kernel options");
+        assert!(!o.kernel.passthrough && o.kernel.opendir && !o.kernel.readdirplus);
+        assert_eq!(o.kernel.passthrough_min, 4 << 20);
+        for bad in ["passthrough_min=", "passthrough_min=4X", "passthrough_min=-1"] {
+            assert!(parse("none", &["dirs=/a", bad]).is_err(), "{bad} must be refused");
+        }
     }
 
     #[test]

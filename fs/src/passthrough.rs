@@ -16,7 +16,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -24,18 +23,34 @@ use fuser::BackingId;
 
 use crate::inode::NodeId;
 use crate::shard::Sharded;
-use crate::sys;
 
 /// How an open is answered.
 pub enum Mode {
     Passthrough(Arc<BackingId>),
-    Cached,
+    /// Through the daemon and the kernel's page cache of the inode; `keep_cache` says whether
+    /// what that cache holds is still the file's content.
+    Cached { keep_cache: bool },
+}
+
+/// What an open asks for.
+pub struct OpenRequest<'a> {
+    pub node: NodeId,
+    pub fh: u64,
+    pub file: &'a File,
+    /// (device, inode) of `file`: a backing file is shared only by opens of the same file.
+    pub identity: (u64, u64),
+    pub writable: bool,
+    /// Passthrough is worth it for this open (a writer, or a large enough file).
+    pub wants_passthrough: bool,
 }
 
 enum NodeBacking {
     Passthrough {
         file: (u64, u64),
         id: Weak<BackingId>,
+        /// Written through passthrough: the inode's page cache (from an earlier cached open)
+        /// no longer matches the file.
+        wrote: bool,
     },
     Cached {
         opens: usize,
@@ -53,6 +68,8 @@ pub struct Backings {
     enabled: AtomicBool,
     by_node: Sharded<NodeId, NodeBacking>,
     by_handle: Sharded<u64, (NodeId, Held)>,
+    /// Nodes whose kernel page cache went stale while they were in passthrough mode.
+    stale_cache: Sharded<NodeId, ()>,
     refusal_reported: AtomicBool,
 }
 
@@ -66,76 +83,62 @@ impl Backings {
         self.enabled.load(Ordering::SeqCst)
     }
 
-    /// Decides how open `fh` of `node`, on `file`, is answered, registering a backing file
-    /// with `register` when the node has none for this file.
+    /// Decides how an open is answered, registering a backing file with `register` when it
+    /// goes through passthrough and the node has none for this file. The node's current mode
+    /// wins over what the open would like: the kernel cannot mix them on one inode.
     pub fn open(
         &self,
-        node: NodeId,
-        fh: u64,
-        file: &File,
+        req: OpenRequest<'_>,
         register: impl FnOnce(&File) -> io::Result<BackingId>,
     ) -> Mode {
-        if !self.enabled() {
-            return Mode::Cached;
-        }
-        let identity = match sys::fstat(file.as_fd()) {
-            Ok(st) => (st.dev, st.ino),
-            Err(e) => {
-                self.report_refusal(&e);
-                return self.hold_cached(node, fh);
-            }
-        };
+        let node = req.node;
         let mode = self.by_node.with_mut(&node, |nodes| {
             match nodes.get_mut(&node) {
                 Some(NodeBacking::Cached { opens }) if *opens > 0 => {
-                    // The kernel has this inode in cached mode: passthrough would fail.
                     *opens += 1;
-                    return Mode::Cached;
+                    return Mode::Cached { keep_cache: true };
                 }
-                Some(NodeBacking::Passthrough { file, id }) if *file == identity => {
-                    if let Some(id) = id.upgrade() {
+                Some(NodeBacking::Passthrough { file, id, wrote }) => match id.upgrade() {
+                    Some(id) if *file == req.identity => {
+                        *wrote |= req.writable;
                         return Mode::Passthrough(id);
                     }
-                }
+                    Some(_) => tracing::warn!(
+                        node,
+                        "an inode's file changed while it was open through passthrough"
+                    ),
+                    None => {}
+                },
                 _ => {}
             }
-            match register(file) {
-                Ok(id) => {
-                    let id = Arc::new(id);
-                    nodes.insert(
-                        node,
-                        NodeBacking::Passthrough {
-                            file: identity,
-                            id: Arc::downgrade(&id),
-                        },
-                    );
-                    Mode::Passthrough(id)
+            if req.wants_passthrough && self.enabled() {
+                match register(req.file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        nodes.insert(
+                            node,
+                            NodeBacking::Passthrough {
+                                file: req.identity,
+                                id: Arc::downgrade(&id),
+                                wrote: req.writable,
+                            },
+                        );
+                        return Mode::Passthrough(id);
+                    }
+                    Err(e) => self.report_refusal(&e),
                 }
-                Err(e) => {
-                    self.report_refusal(&e);
-                    nodes.insert(node, NodeBacking::Cached { opens: 1 });
-                    Mode::Cached
-                }
+            }
+            nodes.insert(node, NodeBacking::Cached { opens: 1 });
+            Mode::Cached {
+                keep_cache: self.stale_cache.remove(&node).is_none(),
             }
         });
         let held = match &mode {
             Mode::Passthrough(id) => Held::Passthrough(id.clone()),
-            Mode::Cached => Held::Cached,
+            Mode::Cached { .. } => Held::Cached,
         };
-        self.by_handle.insert(fh, (node, held));
+        self.by_handle.insert(req.fh, (node, held));
         mode
-    }
-
-    fn hold_cached(&self, node: NodeId, fh: u64) -> Mode {
-        self.by_node
-            .with_mut(&node, |nodes| match nodes.get_mut(&node) {
-                Some(NodeBacking::Cached { opens }) => *opens += 1,
-                _ => {
-                    nodes.insert(node, NodeBacking::Cached { opens: 1 });
-                }
-            });
-        self.by_handle.insert(fh, (node, Held::Cached));
-        Mode::Cached
     }
 
     /// The kernel closed `fh`: its share of the backing file (or of cached mode) goes.
@@ -143,26 +146,35 @@ impl Backings {
         let Some((node, held)) = self.by_handle.remove(&fh) else {
             return;
         };
-        match held {
-            Held::Passthrough(id) => {
-                // Dropping the last reference closes the backing file in the kernel.
-                drop(id);
-                self.by_node.remove_if(
-                    &node,
-                    |b| matches!(b, NodeBacking::Passthrough { id, .. } if id.strong_count() == 0),
-                );
-            }
-            Held::Cached => {
-                self.by_node.with_mut(&node, |nodes| {
-                    if let Some(NodeBacking::Cached { opens }) = nodes.get_mut(&node) {
-                        *opens = opens.saturating_sub(1);
-                        if *opens == 0 {
-                            nodes.remove(&node);
+        self.by_node.with_mut(&node, |nodes| {
+            match (held, nodes.get_mut(&node)) {
+                (Held::Passthrough(id), Some(NodeBacking::Passthrough { wrote, .. })) => {
+                    // Dropping the last reference closes the backing file in the kernel.
+                    let last = Arc::strong_count(&id) == 1;
+                    let wrote = *wrote;
+                    drop(id);
+                    if last {
+                        nodes.remove(&node);
+                        if wrote {
+                            self.stale_cache.insert(node, ());
                         }
                     }
-                });
+                }
+                (Held::Cached, Some(NodeBacking::Cached { opens })) => {
+                    *opens = opens.saturating_sub(1);
+                    if *opens == 0 {
+                        nodes.remove(&node);
+                    }
+                }
+                // The node moved on to another backing file meanwhile: nothing of ours is left.
+                _ => {}
             }
-        }
+        });
+    }
+
+    /// Forgets a node the kernel forgot.
+    pub fn forget(&self, node: NodeId) {
+        self.stale_cache.remove(&node);
     }
 
     /// Backing files currently registered (for statistics and leak checks).

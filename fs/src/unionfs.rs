@@ -211,6 +211,11 @@ impl UnionFs {
         let _ = self.invalidations.send(inval);
     }
 
+    /// Whether the node still exists (the kernel may still use it).
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.nodes.get(id).is_ok()
+    }
+
     /// Known nodes and open handles (files, directories), for statistics and tests.
     pub fn counts(&self) -> (usize, usize, usize) {
         let (files, dirs) = self.handles.counts();

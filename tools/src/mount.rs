@@ -20,7 +20,12 @@ use cowfs_fs::options;
 pub struct Args {
     /// Mount options, comma-separated (repeatable): dirs=BRANCH[=rw|ro]:…, or
     /// lowerdir=DIR[:DIR…],upperdir=DIR,workdir=DIR; and ro, nodev, nosuid, noexec, noatime,
-    /// allow_root, fsname=NAME, threads=N, noclone_fd, entry_timeout=SECS, attr_timeout=SECS.
+    /// allow_root, fsname=NAME, threads=N, noclone_fd, entry_timeout=SECS and
+    /// attr_timeout=SECS (default one day: the daemon tells the kernel what changes). Kernel
+    /// fast path, each on by default and off with the "no" form: passthrough (file data served
+    /// by the kernel; passthrough_min=SIZE, default 64K, is the smallest file a read-only open
+    /// passes through), keep_cache, cache_dir, readdirplus; opendir (off by default: the
+    /// kernel then reads directories without opening them).
     #[arg(short = 'o', value_name = "OPTIONS", required = true)]
     pub options: Vec<String>,
     /// Stay in the foreground, logging to stderr, instead of detaching once mounted.
