@@ -100,17 +100,30 @@ fn replaced_while_open(m: &Mounted, rel: &str, old: &[u8]) {
     reader.read_exact_at(&mut first, 0).expect("reader reads");
     assert_eq!(first, old);
 
-    let mut writer = OpenOptions::new().write(true).open(&path).expect("writer opens");
+    let mut writer = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("writer opens");
     writer.write_all(b"CHANGED!").expect("write");
     drop(writer);
 
     let mut again = vec![0; old.len()];
-    reader.read_exact_at(&mut again, 0).expect("reader reads again");
+    reader
+        .read_exact_at(&mut again, 0)
+        .expect("reader reads again");
     assert_eq!(again, old, "{rel}: the old reader keeps the old content");
     let mut expected = old.to_vec();
     expected[..8].copy_from_slice(b"CHANGED!");
-    assert_eq!(read_all(&path), expected, "{rel}: a new open sees the change");
-    assert_eq!(inode(&path), ino, "{rel}: same inode number after the change");
+    assert_eq!(
+        read_all(&path),
+        expected,
+        "{rel}: a new open sees the change"
+    );
+    assert_eq!(
+        inode(&path),
+        ino,
+        "{rel}: same inode number after the change"
+    );
     assert_eq!(
         reader.metadata().expect("fstat").ino(),
         ino,
@@ -206,7 +219,11 @@ fn branch_changes_reach_cached_data_listings_and_names_at_once() {
     assert_eq!(std::fs::metadata(m.path("d/f")).expect("stat").len(), 5);
     let cached = delta(&before, &stats(&m));
     for op in ["lookup", "getattr", "readdir", "readdirplus", "read"] {
-        assert_eq!(cached.get(op), None, "{op} should be answered by the kernel: {cached:?}");
+        assert_eq!(
+            cached.get(op),
+            None,
+            "{op} should be answered by the kernel: {cached:?}"
+        );
     }
 
     ok(unionctl()
@@ -250,7 +267,31 @@ fn a_warm_walk_costs_no_requests_and_directories_are_not_opened() {
         // find asks statfs once per run (for -fstype and friends); nothing caches that.
         .filter(|k| cowfs_fs::stats::is_request_name(k) && *k != "statfs")
         .collect();
-    assert!(requests.is_empty(), "a warm walk is served by the kernel: {d:?}");
+    assert!(
+        requests.is_empty(),
+        "a warm walk is served by the kernel: {d:?}"
+    );
     // The kernel stopped opening directories after the first refusal.
     assert!(stats(&m).get("opendir").copied().unwrap_or(0) <= 1);
+}
+
+#[test]
+fn inode_numbers_survive_the_kernel_forgetting_them() {
+    let l = Layout::new();
+    std::fs::create_dir_all(l.dir("ro/d/e")).expect("mkdir");
+    std::fs::write(l.dir("ro/d/e/f"), b"lower").expect("write");
+    std::fs::write(l.dir("ro/d/g"), b"lower").expect("write");
+    let m = l.mount();
+    std::fs::write(m.path("d/e/f"), b"copied up").expect("copy-up");
+    let names = ["d", "d/e", "d/e/f", "d/g"];
+    let before: Vec<u64> = names.iter().map(|n| inode(&m.path(n))).collect();
+    let forgets = stats(&m).get("forget").copied().unwrap_or(0);
+    // Evict the kernel's dentries and inodes: it forgets every node it can.
+    nix::unistd::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (root)");
+    wait_until("the kernel forgets the nodes", || {
+        stats(&m).get("forget").copied().unwrap_or(0) > forgets
+    });
+    let after: Vec<u64> = names.iter().map(|n| inode(&m.path(n))).collect();
+    assert_eq!(before, after, "inode numbers of {names:?}");
 }

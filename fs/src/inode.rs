@@ -5,8 +5,12 @@
 //! access re-resolves that path from a branch root fd. Renaming a directory therefore moves
 //! its whole subtree for free.
 //!
-//! Node ids are allocated from a counter and never reused during a mount, so the generation
-//! only has to distinguish mounts: it is the mount's start time.
+//! Node ids are allocated from a counter and never given to another file during a mount, so
+//! the generation only has to distinguish mounts: it is the mount's start time. A node the
+//! kernel forgets (memory pressure, `drop_caches`) leaves a small record of its name, number
+//! and backing file; looking the same file up again under that name brings the same number
+//! back, so inode numbers are stable for the life of the mount (git's index, incremental tar
+//! and hard-link detection compare them across runs).
 //!
 //! A node keeps its id across copy-up and link breaking, which replace the backing file under
 //! it, so the inode number a guest sees is stable. Hard links inside a branch share one node
@@ -90,6 +94,9 @@ struct NodeState {
     /// The node that took over this node's name when its file was replaced while open (see
     /// [`NodeTable::supersede`]).
     successor: Option<NodeId>,
+    /// (device, inode) of the backing entry, as last seen: a forgotten node's number goes
+    /// back only to the same file.
+    backing: Option<(u64, u64)>,
 }
 
 pub struct Node {
@@ -191,14 +198,26 @@ impl Node {
 pub struct Found {
     pub kind: FileKind,
     pub place: Place,
+    /// (device, inode) of the entry that answers.
+    pub backing: Option<(u64, u64)>,
     /// Set for files that may be hard links the guest made (several names, no store mark).
     pub identity: Option<Identity>,
+}
+
+/// What remains of a forgotten node: enough to give the same file its number back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Retired {
+    id: NodeId,
+    ino: u64,
+    kind: FileKind,
+    backing: (u64, u64),
 }
 
 pub struct NodeTable {
     nodes: Sharded<NodeId, Arc<Node>>,
     names: Sharded<(NodeId, OsString), NodeId>,
     identities: Sharded<Identity, NodeId>,
+    retired: Sharded<(NodeId, OsString), Retired>,
     next_id: AtomicU64,
     generation: u64,
 }
@@ -209,6 +228,7 @@ impl NodeTable {
             nodes: Sharded::default(),
             names: Sharded::default(),
             identities: Sharded::default(),
+            retired: Sharded::default(),
             next_id: AtomicU64::new(ROOT + 1),
             generation,
         };
@@ -259,6 +279,7 @@ impl NodeTable {
                     node.add_alias(alias);
                     self.refresh_identity(&node, found.identity);
                     node.set_place(found.place);
+                    node.state.lock().backing = found.backing;
                     return node;
                 }
                 // The name now refers to something of another kind: the old node loses it.
@@ -267,6 +288,15 @@ impl NodeTable {
                 }
                 names.remove(&key);
             }
+            // The number this name had when the kernel last forgot it, if it is the same file.
+            let retired = self
+                .retired
+                .remove(&key)
+                .filter(|r| r.kind == found.kind && Some(r.backing) == found.backing);
+            let fresh = || match retired {
+                Some(r) => self.revive(r),
+                None => self.new_node(found.kind),
+            };
             let node = match found.identity {
                 Some(identity) => self.identities.with_mut(&identity, |ids| {
                     let linked = ids.get(&identity).and_then(|&id| {
@@ -278,16 +308,17 @@ impl NodeTable {
                         })
                     });
                     linked.unwrap_or_else(|| {
-                        let node = self.new_node(found.kind);
+                        let node = fresh();
                         node.state.lock().identity = Some(identity);
                         ids.insert(identity, node.id);
                         node
                     })
                 }),
-                None => self.new_node(found.kind),
+                None => fresh(),
             };
             node.add_alias(alias);
             node.set_place(found.place);
+            node.state.lock().backing = found.backing;
             names.insert(key.clone(), node.id);
             node
         })
@@ -297,6 +328,15 @@ impl NodeTable {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let node = Arc::new(Node::new(id, kind, 1));
         self.nodes.insert(id, node.clone());
+        node
+    }
+
+    /// A forgotten node back under its old id and number.
+    fn revive(&self, r: Retired) -> Arc<Node> {
+        let mut node = Node::new(r.id, r.kind, 1);
+        node.ino = r.ino;
+        let node = Arc::new(node);
+        self.nodes.insert(r.id, node.clone());
         node
     }
 
@@ -315,9 +355,16 @@ impl NodeTable {
         }
     }
 
-    /// Sets (or clears) the backing identity of a node after its backing file was replaced.
-    pub fn set_identity(&self, node: &Node, identity: Option<Identity>) {
+    /// Records the backing file of a node whose entry was replaced (a directory copied up).
+    pub fn set_backing(&self, node: &Node, backing: (u64, u64)) {
+        node.state.lock().backing = Some(backing);
+    }
+
+    /// Sets (or clears) the hard-link identity of a node and records its backing file, after
+    /// the backing file was replaced.
+    pub fn set_identity(&self, node: &Node, identity: Option<Identity>, backing: (u64, u64)) {
         self.refresh_identity(node, identity);
+        node.state.lock().backing = Some(backing);
     }
 
     /// Drops `n` lookup references; the node goes away when none is left.
@@ -330,24 +377,26 @@ impl NodeTable {
             let prev = node
                 .lookups
                 .fetch_sub(n.min(node.lookups()), Ordering::Relaxed);
-            // A successor that still has its name keeps the inode number the guest saw
-            // before the kernel first looked it up, and the kernel may forget it before its
-            // next lookup (a revalidation that finds a new node forgets it at once): it stays
-            // until it loses its name (see `reap`).
-            let keep = node.ino != node.id && !node.aliases().is_empty();
-            if prev <= n && !keep {
-                nodes.remove(&id)
-            } else {
-                None
-            }
+            if prev <= n { nodes.remove(&id) } else { None }
         });
         if let Some(node) = removed {
-            let (aliases, identity) = {
+            let (aliases, identity, backing) = {
                 let st = node.state.lock();
-                (st.aliases.clone(), st.identity)
+                (st.aliases.clone(), st.identity, st.backing)
             };
             for a in aliases {
-                self.names.remove_if(&(a.parent, a.name), |&v| v == id);
+                let key = (a.parent, a.name);
+                if self.names.remove_if(&key, |&v| v == id).is_some()
+                    && let Some(backing) = backing
+                {
+                    let r = Retired {
+                        id,
+                        ino: node.ino,
+                        kind: node.kind,
+                        backing,
+                    };
+                    self.retired.insert(key, r);
+                }
             }
             if let Some(identity) = identity {
                 self.identities.remove_if(&identity, |&v| v == id);
@@ -378,6 +427,7 @@ impl NodeTable {
     /// Forgets that `name` in `parent` names anything (after `unlink`/`rmdir`, or before the
     /// name is taken over by a rename). Returns the node that lost the name.
     pub fn remove_name(&self, parent: NodeId, name: &OsStr) -> Option<Arc<Node>> {
+        self.retired.remove(&(parent, name.to_os_string()));
         let id = self.names.remove(&(parent, name.to_os_string()))?;
         let node = self.nodes.get(&id)?;
         node.drop_alias(&Alias {
@@ -444,6 +494,7 @@ impl NodeTable {
         keep: &Alias,
         place: Place,
         identity: Option<Identity>,
+        backing: Option<(u64, u64)>,
     ) -> Arc<Node> {
         let key = (keep.parent, keep.name.clone());
         self.names.with_mut(&key, |names| {
@@ -455,6 +506,7 @@ impl NodeTable {
                 let mut st = node.state.lock();
                 st.aliases.push(keep.clone());
                 st.place = Some(place);
+                st.backing = backing;
             }
             self.nodes.insert(id, node.clone());
             names.insert(key.clone(), id);
@@ -541,6 +593,7 @@ mod tests {
         Found {
             kind: FileKind::File,
             place: Place::new(epoch, 0, vec![0]),
+            backing: Some((1, 100)),
             identity: None,
         }
     }
@@ -549,6 +602,7 @@ mod tests {
         Found {
             kind: FileKind::Dir,
             place: Place::new(0, 0, vec![0, 1]),
+            backing: Some((1, 200)),
             identity: None,
         }
     }
@@ -565,9 +619,21 @@ mod tests {
         t.forget(a.id, 1);
         assert!(t.get(a.id).is_err());
         assert!(t.child(ROOT, OsStr::new("a")).is_none());
-        // A new lookup after forget gets a fresh id: ids are never reused.
+        // The same file looked up again gets its number back; another file under the name
+        // gets a fresh one: ids are never given to another file.
         let b = t.lookup(ROOT, OsStr::new("a"), file(0));
-        assert_ne!(a.id, b.id);
+        assert_eq!((a.id, a.ino), (b.id, b.ino));
+        t.forget(b.id, 1);
+        let other = Found {
+            backing: Some((1, 101)),
+            ..file(0)
+        };
+        let c = t.lookup(ROOT, OsStr::new("a"), other);
+        assert_ne!(c.id, a.id);
+        t.forget(c.id, 1);
+        // A name that went away takes its record along.
+        t.remove_name(ROOT, OsStr::new("a"));
+        assert_ne!(t.lookup(ROOT, OsStr::new("a"), file(0)).id, c.id);
     }
 
     #[test]
@@ -629,6 +695,7 @@ mod tests {
                 dev: 1,
                 ino: 43,
             }),
+            (1, 43),
         );
         let b2 = t.lookup(ROOT, OsStr::new("b"), linked(0));
         assert_ne!(b2.id, a.id);
@@ -667,7 +734,7 @@ mod tests {
             parent: ROOT,
             name: OsString::from("f"),
         };
-        let new = t.supersede(&old, &keep, Place::new(0, 1, vec![0]), None);
+        let new = t.supersede(&old, &keep, Place::new(0, 1, vec![0]), None, Some((1, 300)));
         assert_ne!(new.id, old.id);
         assert_eq!(new.ino, old.ino, "the guest keeps seeing the same number");
         assert_eq!(t.child(ROOT, OsStr::new("f")).map(|n| n.id), Some(new.id));
@@ -675,14 +742,18 @@ mod tests {
         assert_eq!(t.current(old.id).expect("current").id, new.id);
         assert!(t.path(old.id).is_err(), "the old node lost its name");
         // The kernel looks the successor up once and forgets it: it keeps its number.
-        let again = t.lookup(ROOT, OsStr::new("f"), file(0));
+        let copy = || Found {
+            backing: Some((1, 300)),
+            ..file(0)
+        };
+        let again = t.lookup(ROOT, OsStr::new("f"), copy());
         assert_eq!(again.id, new.id);
         t.forget(new.id, 1);
-        assert_eq!(t.lookup(ROOT, OsStr::new("f"), file(0)).id, new.id);
-        t.forget(new.id, 1);
+        let back = t.lookup(ROOT, OsStr::new("f"), copy());
+        assert_eq!((back.id, back.ino), (new.id, old.ino));
         // Once the name goes, nothing keeps it.
         let gone = t.remove_name(ROOT, OsStr::new("f")).expect("named");
-        t.reap(&gone);
+        t.forget(gone.id, 1);
         assert!(t.get(new.id).is_err());
     }
 

@@ -250,6 +250,7 @@ impl Daemon {
                 .thread_block()
                 .map_err(|e| MountError::Session(e.into()))?;
         }
+        raise_open_file_limit();
         let mut branches = Vec::with_capacity(options.branches.len());
         for spec in &options.branches {
             let workdir = if spec.mode == crate::branch::BranchMode::Rw {
@@ -418,6 +419,21 @@ fn forward_invalidations(
         if let Err(e) = result {
             tracing::debug!(?inval, error = %e, "kernel cache invalidation failed");
         }
+    }
+}
+
+/// Every file open through the mount holds a descriptor in the daemon: allow as many as the
+/// hard limit does (a soft limit of 1024 is common).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
 }
 

@@ -83,6 +83,7 @@ impl UnionFs {
             name,
             inode::Found {
                 kind,
+                backing: Some((found.stat.dev, found.stat.ino)),
                 place: Place::new(set.epoch(), stamp, found.layers),
                 identity: identity_for(found.branch, &found.stat, marked),
             },
@@ -165,6 +166,7 @@ impl UnionFs {
             name,
             inode::Found {
                 kind: file_kind,
+                backing: Some((st.dev, st.ino)),
                 place: Place::new(set.epoch(), self.bump(), vec![w]),
                 identity: None,
             },
@@ -343,7 +345,8 @@ impl UnionFs {
         }
         let st = loc.stat()?;
         self.nodes.add_alias(&node, newparent, newname);
-        self.nodes.set_identity(&node, identity_for(w, &st, false));
+        self.nodes
+            .set_identity(&node, identity_for(w, &st, false), (st.dev, st.ino));
         self.invalidate(crate::unionfs::Invalidation::Inode(node.id));
         let st = self.present(&node, st, 1, false);
         Ok((node, st))

@@ -207,7 +207,12 @@ fn bytes(option: &str, value: &str) -> Result<u64, OptionsError> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| invalid(option, format!("'{value}' is not a size (bytes, or with K/M/G)")))
+        .ok_or_else(|| {
+            invalid(
+                option,
+                format!("'{value}' is not a size (bytes, or with K/M/G)"),
+            )
+        })
 }
 
 fn seconds(option: &str, value: &str) -> Result<Duration, OptionsError> {
@@ -441,12 +446,22 @@ mod tests {
         assert!(o.read_only && !o.dev && !o.suid && !o.clone_fd);
         assert_eq!(o.threads, 4);
         assert_eq!(o.entry_timeout, Duration::from_millis(2500));
-        let o = parse("none", &["dirs=/a,nopassthrough,passthrough_min=4M,opendir,noreaddirplus"])
-            .expect("kernel options");
+        let o = parse(
+            "none",
+            &["dirs=/a,nopassthrough,passthrough_min=4M,opendir,noreaddirplus"],
+        )
+        .expect("kernel options");
         assert!(!o.kernel.passthrough && o.kernel.opendir && !o.kernel.readdirplus);
         assert_eq!(o.kernel.passthrough_min, 4 << 20);
-        for bad in ["passthrough_min=", "passthrough_min=4X", "passthrough_min=-1"] {
-            assert!(parse("none", &["dirs=/a", bad]).is_err(), "{bad} must be refused");
+        for bad in [
+            "passthrough_min=",
+            "passthrough_min=4X",
+            "passthrough_min=-1",
+        ] {
+            assert!(
+                parse("none", &["dirs=/a", bad]).is_err(),
+                "{bad} must be refused"
+            );
         }
     }
 

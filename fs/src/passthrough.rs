@@ -29,7 +29,9 @@ pub enum Mode {
     Passthrough(Arc<BackingId>),
     /// Through the daemon and the kernel's page cache of the inode; `keep_cache` says whether
     /// what that cache holds is still the file's content.
-    Cached { keep_cache: bool },
+    Cached {
+        keep_cache: bool,
+    },
 }
 
 /// What an open asks for.

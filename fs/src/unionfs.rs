@@ -324,6 +324,9 @@ impl UnionFs {
         let mut layers = vec![w];
         layers.extend(place.layers.iter().copied());
         node.set_place(Place::new(set.epoch(), self.bump(), layers));
+        if let Ok(st) = sys::stat_at(pdir.as_fd(), &name) {
+            self.nodes.set_backing(node, (st.dev, st.ino));
+        }
         set.get(w)?.open_dir(&self.nodes.path(node.id)?)
     }
 
@@ -436,12 +439,14 @@ impl UnionFs {
             // Open files keep the old file, and the kernel keeps it as their inode's backing
             // file: the replacement gets an inode (node) of its own, with the same number.
             let (parent, name) = (keep.parent, keep.name.clone());
-            let successor = self.nodes.supersede(node, &keep, place, identity);
+            let backing = Some((new_st.dev, new_st.ino));
+            let successor = self.nodes.supersede(node, &keep, place, identity, backing);
             self.invalidate(Invalidation::Entry { parent, name });
             return Ok(successor);
         }
         node.set_place(place);
-        self.nodes.set_identity(node, identity);
+        self.nodes
+            .set_identity(node, identity, (new_st.dev, new_st.ino));
         self.invalidate(Invalidation::Inode(node.id));
         self.nodes.get(node.id)
     }
