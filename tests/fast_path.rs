@@ -197,7 +197,10 @@ fn branch_changes_reach_cached_data_listings_and_names_at_once() {
     std::fs::write(l.dir("ro/d/f"), b"below").expect("write");
     std::fs::write(top.join("d/f"), b"above").expect("write");
     std::fs::write(top.join("d/g"), b"new").expect("write");
+    std::fs::write(top.join("h"), b"in the root").expect("write");
     let m = l.mount();
+    // Misses the kernel may cache, in the root and below.
+    assert!(!m.path("h").exists() && !m.path("d/g").exists());
     let names = |m: &Mounted| {
         let mut n: Vec<String> = std::fs::read_dir(m.path("d"))
             .expect("readdir")
@@ -218,6 +221,7 @@ fn branch_changes_reach_cached_data_listings_and_names_at_once() {
     assert_eq!(names(&m), ["f"]);
     assert_eq!(std::fs::metadata(m.path("d/f")).expect("stat").len(), 5);
     let cached = delta(&before, &stats(&m));
+    assert!(!m.path("h").exists() && !m.path("d/g").exists());
     for op in ["lookup", "getattr", "readdir", "readdirplus", "read"] {
         assert_eq!(
             cached.get(op),
@@ -233,11 +237,16 @@ fn branch_changes_reach_cached_data_listings_and_names_at_once() {
     assert_eq!(read_all(&m.path("d/f")), b"above", "data at once");
     assert_eq!(names(&m), ["f", "g"], "listing at once");
     assert_eq!(read_all(&m.path("d/g")), b"new", "new name at once");
+    assert_eq!(
+        read_all(&m.path("h")),
+        b"in the root",
+        "new name in the root at once"
+    );
 
     ok(unionctl().arg(&m.mnt).arg("remove").arg(&top));
     assert_eq!(read_all(&m.path("d/f")), b"below");
     assert_eq!(names(&m), ["f"]);
-    assert!(!m.path("d/g").exists());
+    assert!(!m.path("d/g").exists() && !m.path("h").exists());
 }
 
 #[test]

@@ -308,6 +308,8 @@ fn execute(fs: &UnionFs, mountpoint: &Path, command: Command) -> Response {
         } => fs.add_branch(&path, mode, position.into()),
         Command::Remove { path } => fs.remove_branch(&path),
     };
+    // The client's next look at the mount must see the new view.
+    fs.sync_invalidations(Duration::from_secs(10));
     match result {
         Ok(()) => Response {
             version: PROTOCOL_VERSION,
@@ -481,7 +483,8 @@ mod tests {
         unsafe { std::env::set_var("COWFS_RUN_DIR", tmp.path().join("run")) };
         let branch = tmp.path().join("b");
         std::fs::create_dir(&branch).expect("mkdir");
-        let (fs, _rx) = UnionFs::new(
+        // No kernel to tell: without a receiver, branch changes do not wait for one.
+        let (fs, _) = UnionFs::new(
             vec![crate::branch::Branch::open(&branch, BranchMode::Ro, None).expect("branch")],
             crate::unionfs::FsConfig::default(),
         );

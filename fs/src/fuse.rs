@@ -313,7 +313,19 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.count(Op::Lookup);
-        self.reply_entry(reply, self.fs.lookup(parent.0, name));
+        match self.fs.lookup(parent.0, name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let ttl = self.fs.negative_ttl(parent.0, name);
+                if ttl.is_zero() {
+                    return reply.error(Errno::ENOENT);
+                }
+                // Node id 0: "no such name", cached by the kernel for the entry timeout.
+                let mut attr = file_attr(&Stat::default());
+                attr.ino = INodeNo(0);
+                reply.entry_with_ttls(&Duration::ZERO, &ttl, &attr, self.generation());
+            }
+            r => self.reply_entry(reply, r),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

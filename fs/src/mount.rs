@@ -267,6 +267,7 @@ impl Daemon {
         let config = FsConfig {
             entry_ttl: options.entry_timeout,
             attr_ttl: options.attr_timeout,
+            negative_ttl: options.negative_timeout,
             mountpoint: Some(mountpoint.clone()),
             generation,
         };
@@ -415,6 +416,10 @@ fn forward_invalidations(
         let result = match &inval {
             Invalidation::Entry { parent, name } => notifier.inval_entry(INodeNo(*parent), name),
             Invalidation::Inode(id) => notifier.inval_inode(INodeNo(*id), 0, 0),
+            Invalidation::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
         };
         if let Err(e) = result {
             tracing::debug!(?inval, error = %e, "kernel cache invalidation failed");

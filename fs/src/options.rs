@@ -47,6 +47,7 @@ pub struct MountOptions {
     pub clone_fd: bool,
     pub entry_timeout: Duration,
     pub attr_timeout: Duration,
+    pub negative_timeout: Duration,
     /// The kernel shortcuts (`passthrough`, `keep_cache`, `cache_dir`, `opendir`,
     /// `readdirplus`, each with a `no` form).
     pub kernel: KernelCache,
@@ -78,6 +79,7 @@ impl MountOptions {
             // attributes stay right for as long as the kernel cares to keep them.
             entry_timeout: LONG_TIMEOUT,
             attr_timeout: LONG_TIMEOUT,
+            negative_timeout: LONG_TIMEOUT,
             kernel: KernelCache::default(),
         }
     }
@@ -330,6 +332,7 @@ pub fn parse(source: &str, option_strings: &[&str]) -> Result<MountOptions, Opti
                 "noreaddirplus" => o.kernel.readdirplus = false,
                 "entry_timeout" => o.entry_timeout = seconds(key, need(value)?)?,
                 "attr_timeout" => o.attr_timeout = seconds(key, need(value)?)?,
+                "negative_timeout" => o.negative_timeout = seconds(key, need(value)?)?,
                 _ => return Err(OptionsError::Unknown(opt.clone())),
             }
         }

@@ -6,6 +6,7 @@
 //! copy-up / link-breaking policy and attribute presentation; `namespace.rs` (create, remove,
 //! rename, link) and `fileops.rs` (open, read, write, attributes, xattrs, listings) build on it.
 
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,6 +35,8 @@ pub struct FsConfig {
     pub entry_ttl: Duration,
     /// How long the kernel may cache attributes.
     pub attr_ttl: Duration,
+    /// How long the kernel may remember that a name does not exist (0: not at all).
+    pub negative_ttl: Duration,
     /// The mountpoint, so that no branch is ever added inside it (the daemon would deadlock
     /// reading its own mount).
     pub mountpoint: Option<PathBuf>,
@@ -46,6 +49,7 @@ impl Default for FsConfig {
         FsConfig {
             entry_ttl: Duration::from_secs(1),
             attr_ttl: Duration::from_secs(1),
+            negative_ttl: Duration::ZERO,
             mountpoint: None,
             generation: 0,
         }
@@ -70,12 +74,14 @@ impl Caller {
 
 /// A change of the view the kernel may have cached, to be told to it (asynchronously: a
 /// notification sent from inside a request handler could deadlock on the kernel's locks).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Invalidation {
     /// The name may now refer to something else.
     Entry { parent: NodeId, name: OsString },
     /// The node's attributes and data may have changed.
     Inode(NodeId),
+    /// Everything queued before has been told to the kernel: answer on the channel.
+    Barrier(crossbeam::channel::Sender<()>),
 }
 
 /// A branch as reported to `unionctl list`.
@@ -152,7 +158,14 @@ pub struct UnionFs {
     invalidations: crossbeam::channel::Sender<Invalidation>,
     config: FsConfig,
     stats: RequestStats,
+    /// Names the kernel was told do not exist in the root directory (see
+    /// [`UnionFs::negative_ttl`]).
+    negative_in_root: Mutex<HashSet<OsString>>,
 }
+
+/// Most names remembered as missing in the root directory; past that, root-level misses are
+/// not cached.
+const NEGATIVE_IN_ROOT_MAX: usize = 4096;
 
 impl UnionFs {
     /// A union over `branches` (leftmost first). The receiver yields the kernel-cache
@@ -173,6 +186,7 @@ impl UnionFs {
             invalidations: tx,
             config,
             stats: RequestStats::default(),
+            negative_in_root: Mutex::new(HashSet::new()),
         };
         (Arc::new(fs), rx)
     }
@@ -211,9 +225,38 @@ impl UnionFs {
         let _ = self.invalidations.send(inval);
     }
 
+    /// How long the kernel may cache that `name` does not exist in `parent`. A branch change
+    /// must reach such entries: invalidating a directory's entry drops the negative entries
+    /// below it, but the root's entry cannot be invalidated, so misses in the root are
+    /// remembered (up to a bound) to be invalidated by name.
+    pub fn negative_ttl(&self, parent: NodeId, name: &OsStr) -> Duration {
+        let ttl = self.config.negative_ttl;
+        if ttl.is_zero() || parent != ROOT {
+            return ttl;
+        }
+        let mut names = self.negative_in_root.lock();
+        if names.len() >= NEGATIVE_IN_ROOT_MAX && !names.contains(name) {
+            return Duration::ZERO;
+        }
+        names.insert(name.to_os_string());
+        ttl
+    }
+
     /// Whether the node still exists (the kernel may still use it).
     pub fn knows(&self, id: NodeId) -> bool {
         self.nodes.get(id).is_ok()
+    }
+
+    /// Waits until every invalidation queued so far has reached the kernel (up to `timeout`),
+    /// so that a branch change is visible as soon as `unionctl` returns. Only for callers
+    /// outside request handlers: the kernel may hold locks a handler's request needs.
+    pub fn sync_invalidations(&self, timeout: Duration) {
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        if self.invalidations.send(Invalidation::Barrier(tx)).is_ok()
+            && rx.recv_timeout(timeout).is_err()
+        {
+            tracing::warn!("kernel cache invalidations are slow to go through");
+        }
     }
 
     /// Known nodes and open handles (files, directories), for statistics and tests.
@@ -565,6 +608,9 @@ impl UnionFs {
         *self.set.write() = Arc::new(BranchSet::new(branches, epoch));
         self.nodes.clear_identities();
         // Everything the kernel cached may now be wrong.
+        for name in self.negative_in_root.lock().drain() {
+            self.invalidate(Invalidation::Entry { parent: ROOT, name });
+        }
         for node in self.nodes.snapshot() {
             self.invalidate(Invalidation::Inode(node.id));
             for a in node.aliases() {

@@ -20,8 +20,9 @@ use cowfs_fs::options;
 pub struct Args {
     /// Mount options, comma-separated (repeatable): dirs=BRANCH[=rw|ro]:…, or
     /// lowerdir=DIR[:DIR…],upperdir=DIR,workdir=DIR; and ro, nodev, nosuid, noexec, noatime,
-    /// allow_root, fsname=NAME, threads=N, noclone_fd, entry_timeout=SECS and
-    /// attr_timeout=SECS (default one day: the daemon tells the kernel what changes). Kernel
+    /// allow_root, fsname=NAME, threads=N, noclone_fd, entry_timeout=SECS, attr_timeout=SECS
+    /// and negative_timeout=SECS (default one day: the daemon tells the kernel what changes;
+    /// don't change branches behind a mount's back, use unionctl). Kernel
     /// fast path, each on by default and off with the "no" form: passthrough (file data served
     /// by the kernel; passthrough_min=SIZE, default 64K, is the smallest file a read-only open
     /// passes through), keep_cache, cache_dir, readdirplus; opendir (off by default: the
