@@ -216,11 +216,13 @@ fn state_of(path: &Path) -> std::io::Result<FileState> {
     })
 }
 
+/// A store object, its fingerprint, the second path linked to it and that path's content.
+type Shared = (PathBuf, (u64, u64, u32, String), PathBuf, Arc<Vec<u8>>);
+
 /// The targets of one round, laid out in the unmounted branches.
 struct Round {
     ops: [Vec<Op>; 4],
-    /// (object path, fingerprint, second linked path, its content).
-    objects: Vec<(PathBuf, (u64, u64, u32, String), PathBuf, Arc<Vec<u8>>)>,
+    objects: Vec<Shared>,
     extras: Vec<(PathBuf, cowfs::listing::Listing)>,
 }
 

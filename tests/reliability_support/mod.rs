@@ -69,6 +69,9 @@ pub fn report(scenario: &str, figures: &[(&str, serde_json::Value)]) {
 pub struct Inject {
     pub syscall: libc::c_long,
     pub errno: i32,
+    /// Only calls whose third argument (a byte count) is at least this (the dynamic loader
+    /// reads its ELF headers with small `pread64`s that must keep working).
+    pub min_count: Option<u32>,
 }
 
 /// A `cowfs mount -f` daemon, a child of the test: killable at any moment.
@@ -196,20 +199,38 @@ fn seccomp_filter(inject: &[Inject]) -> Vec<libc::sock_filter> {
         jf,
         k,
     };
-    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u32;
-    let ret = (libc::BPF_RET | libc::BPF_K) as u32;
+    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
     let mut prog = vec![
         stmt(ld, 4), // seccomp_data.arch
         jeq(AUDIT_ARCH_X86_64, 1, 0),
         stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(ld, 0), // seccomp_data.nr
     ];
-    for i in inject {
-        prog.push(jeq(i.syscall as u32, 0, 1));
-        prog.push(stmt(
+    let errno = |e: i32| {
+        stmt(
             ret,
-            libc::SECCOMP_RET_ERRNO | (i.errno as u32 & libc::SECCOMP_RET_DATA),
-        ));
+            libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA),
+        )
+    };
+    for i in inject {
+        prog.push(stmt(ld, 0)); // seccomp_data.nr
+        match i.min_count {
+            None => {
+                prog.push(jeq(i.syscall as u32, 0, 1));
+                prog.push(errno(i.errno));
+            }
+            Some(min) => {
+                prog.push(jeq(i.syscall as u32, 0, 3));
+                prog.push(stmt(ld, 32)); // low word of seccomp_data.args[2]
+                prog.push(libc::sock_filter {
+                    code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 1,
+                    k: min,
+                });
+                prog.push(errno(i.errno));
+            }
+        }
     }
     prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
     prog
@@ -268,6 +289,23 @@ impl SmallFs {
                 .args(mkfs_args)
                 .arg(image),
         );
+        std::fs::create_dir_all(path).expect("mkdir");
+        crate::common::ok(
+            Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(image)
+                .arg(path),
+        );
+        SmallFs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl SmallFs {
+    /// Mounts an existing ext4 image through a loop device (replaying its journal).
+    pub fn ext4_existing(image: &Path, path: &Path) -> SmallFs {
         std::fs::create_dir_all(path).expect("mkdir");
         crate::common::ok(
             Command::new("mount")
