@@ -63,6 +63,9 @@ pub struct Listed {
     pub item: DirItem,
 }
 
+/// Most entries one `readdir` returns; the kernel asks again from the next offset.
+pub const READDIR_BATCH: usize = 512;
+
 /// Open flags passed on to the backing file (the rest is the kernel's business or unsafe).
 const PASSED_OPEN_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_APPEND
@@ -472,7 +475,14 @@ impl UnionFs {
                 .unwrap_or(ROOT)
         };
         let mut out = Vec::new();
-        for (i, item) in listing.iter().enumerate().skip(offset as usize) {
+        // One reply holds at most a few thousand entries: handing over (and numbering) the
+        // whole rest of the listing on every call made a big directory quadratic to list.
+        for (i, item) in listing
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .take(READDIR_BATCH)
+        {
             let ino = match i {
                 0 => id,
                 1 => parent,
