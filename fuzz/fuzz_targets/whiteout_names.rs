@@ -14,7 +14,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // Only names a directory entry can have (the union refuses the others before this code).
-    if data.is_empty() || data == b"." || data == b".." || data.contains(&b'/') || data.contains(&0)
+    if data.is_empty()
+        || data.len() > NAME_MAX
+        || data == b"."
+        || data == b".."
+        || data.contains(&b'/')
+        || data.contains(&0)
     {
         return;
     }
