@@ -450,6 +450,8 @@ fn many_processes_opening_one_unified_file_for_write_break_the_link_once() {
 /// Runs a command and returns (wall time, its own peak RSS in KiB) from wait4.
 fn timed(cmd: &mut Command) -> (Duration, i64) {
     let t0 = Instant::now();
+    // Reaped by the wait4 below (which also gives its resource usage), not by Child::wait.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.stdout(Stdio::null()).spawn().expect("spawn");
     let mut status = 0;
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
