@@ -30,6 +30,12 @@ if ! command -v pjdfstest >/dev/null 2>&1; then
     cargo install pjdfstest --locked --quiet
 fi
 
+# cargo-fuzz for scripts/fuzz.sh (the parsers' fuzz targets, fuzz/).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "install-deps: cargo install cargo-fuzz --locked"
+    cargo install cargo-fuzz --locked --quiet
+fi
+
 # The guest-root corpus (Debian bookworm via debootstrap), built once per machine.
 export BASE=${COWFS_CORPUS:-/var/tmp/cowfs-corpus}
 if [ ! -f "$BASE/tarballs/g3.tar" ]; then

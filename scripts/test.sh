@@ -15,7 +15,17 @@ echo "== build"
 cargo build --workspace --bins
 
 echo "== unit and end-to-end tests (incl. the differential random-operation tester)"
+# Each reliability test appends its figures; start this run's list afresh.
+rm -f "${CARGO_TARGET_DIR:-target}/debug/reliability/figures.jsonl"
 cargo test --workspace
+
+echo "== reliability figures of this run (docs/RELIABILITY.md)"
+# The reliability tests (tests/reliability_*.rs) ran above with their bounded CI budgets and
+# appended their figures here; the long runs raise the COWFS_REL_* budgets (see the doc).
+cat "${CARGO_TARGET_DIR:-target}/debug/reliability/figures.jsonl" 2>/dev/null || true
+
+echo "== fuzzing: every target for a bounded time"
+scripts/fuzz.sh "${COWFS_FUZZ_SECONDS:-20}"
 
 echo "== pjdfstest against the union mount"
 scripts/pjdfstest.sh

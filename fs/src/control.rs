@@ -276,15 +276,20 @@ fn handle(stream: UnixStream, fs: &UnionFs, mountpoint: &Path) -> io::Result<()>
         if !line.ends_with(b"\n") && n as u64 == MAX_LINE {
             return send(&mut writer, &Response::error("request too long"));
         }
-        let response = match serde_json::from_slice::<Request>(&line) {
-            Err(e) => Response::error(format!("malformed request: {e}")),
-            Ok(req) if req.version != PROTOCOL_VERSION => Response::error(format!(
-                "protocol version {} not supported (this daemon speaks {PROTOCOL_VERSION})",
-                req.version
-            )),
-            Ok(req) => execute(fs, mountpoint, req.command),
-        };
-        send(&mut writer, &response)?;
+        send(&mut writer, &respond(fs, mountpoint, &line))?;
+    }
+}
+
+/// The answer to one request line (any bytes: a malformed one gets an error reply). Public so
+/// that the protocol can be fuzzed without a socket.
+pub fn respond(fs: &UnionFs, mountpoint: &Path, line: &[u8]) -> Response {
+    match serde_json::from_slice::<Request>(line) {
+        Err(e) => Response::error(format!("malformed request: {e}")),
+        Ok(req) if req.version != PROTOCOL_VERSION => Response::error(format!(
+            "protocol version {} not supported (this daemon speaks {PROTOCOL_VERSION})",
+            req.version
+        )),
+        Ok(req) => execute(fs, mountpoint, req.command),
     }
 }
 

@@ -65,6 +65,9 @@ pub struct Listed {
     pub item: DirItem,
 }
 
+/// Most entries one `readdir` returns; the kernel asks again from the next offset.
+pub const READDIR_BATCH: usize = 512;
+
 /// Open flags passed on to the backing file (the rest is the kernel's business or unsafe).
 const PASSED_OPEN_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_APPEND
@@ -493,8 +496,11 @@ impl UnionFs {
             .first()
             .and_then(|a| self.nodes.get(a.parent).ok())
             .map_or(node.ino, |p| p.ino);
+        // One reply holds at most a few thousand entries: handing over (and numbering) the
+        // whole rest of the listing on every call made a big directory quadratic to list.
         Ok(listing
             .after(offset)
+            .take(READDIR_BATCH)
             .map(|(next_offset, item)| {
                 let ino = match item.name.as_bytes() {
                     b"." => node.ino,

@@ -149,11 +149,19 @@ fn invalid(option: &str, reason: impl Into<String>) -> OptionsError {
 }
 
 fn path_list(option: &str, value: &str) -> Result<Vec<PathBuf>, OptionsError> {
-    let parts = split_escaped(value, ':');
-    if parts.iter().any(|p| p.is_empty()) {
+    split_escaped(value, ':')
+        .iter()
+        .map(|p| one_path(option, p))
+        .collect()
+}
+
+/// An unescaped path, which must not be empty: `\` alone escapes nothing and leaves nothing.
+fn one_path(option: &str, value: &str) -> Result<PathBuf, OptionsError> {
+    let path = unescape(value);
+    if path.is_empty() {
         return Err(invalid(option, "empty directory in the list"));
     }
-    Ok(parts.iter().map(|p| PathBuf::from(unescape(p))).collect())
+    Ok(PathBuf::from(path))
 }
 
 /// `dirs=` entries: `PATH`, `PATH=rw` or `PATH=ro`.
@@ -180,7 +188,7 @@ fn unionfs_dirs(option: &str, value: &str) -> Result<Vec<BranchSpec>, OptionsErr
                 ));
             }
         };
-        if path.is_empty() {
+        if unescape(&path).is_empty() {
             return Err(invalid(option, "empty branch path"));
         }
         out.push(BranchSpec {
@@ -284,13 +292,13 @@ pub fn parse(source: &str, option_strings: &[&str]) -> Result<MountOptions, Opti
                     if upper.is_some() {
                         return Err(OptionsError::Repeated("upperdir"));
                     }
-                    upper = Some(PathBuf::from(unescape(need(value)?)));
+                    upper = Some(one_path(key, need(value)?)?);
                 }
                 "workdir" => {
                     if o.workdir.is_some() {
                         return Err(OptionsError::Repeated("workdir"));
                     }
-                    o.workdir = Some(PathBuf::from(unescape(need(value)?)));
+                    o.workdir = Some(one_path(key, need(value)?)?);
                 }
                 "fsname" => o.fsname = unescape(need(value)?),
                 "ro" => o.read_only = true,
@@ -507,6 +515,19 @@ mod tests {
             parse("x", &["dirs=/a,dirs=/b"]),
             Err(OptionsError::Repeated("dirs"))
         );
+        // Found by fuzzing (fuzz/mount_options): a lone escape is no path.
+        for bad in [
+            "dirs=\\",
+            "dirs=/a:\\",
+            "lowerdir=\\",
+            "lowerdir=/a,upperdir=\\",
+            "lowerdir=/a,upperdir=/u,workdir=\\",
+        ] {
+            assert!(
+                matches!(parse("x", &[bad]), Err(OptionsError::Invalid { .. })),
+                "{bad}"
+            );
+        }
         let msg = parse("x", &["nodev"]).expect_err("no branches").to_string();
         assert!(msg.contains("dirs="), "{msg}");
     }

@@ -94,14 +94,18 @@ impl Fixture {
             self.node(path).expect("dir")
         };
         let fh = self.fs.opendir(id).expect("opendir");
-        let mut names: Vec<String> = self
-            .fs
-            .readdir(id, fh, 0)
-            .expect("readdir")
-            .into_iter()
-            .map(|l| l.item.name.to_string_lossy().into_owned())
-            .filter(|n| n != "." && n != "..")
-            .collect();
+        let (mut names, mut offset) = (Vec::new(), 0);
+        loop {
+            let batch = self.fs.readdir(id, fh, offset).expect("readdir");
+            let Some(last) = batch.last() else { break };
+            offset = last.next_offset;
+            names.extend(
+                batch
+                    .into_iter()
+                    .map(|l| l.item.name.to_string_lossy().into_owned())
+                    .filter(|n| n != "." && n != ".."),
+            );
+        }
         self.fs.releasedir(fh);
         names.sort();
         names
@@ -590,4 +594,38 @@ fn branches_change_at_run_time() {
         Some(libc::EROFS)
     );
     assert!(f.fs.remove_branch(&f.ro).is_err(), "the last branch stays");
+}
+
+/// A big directory is handed out in bounded batches that follow each other without gaps or
+/// repeats (handing out the whole rest on every call made listing it quadratic).
+#[test]
+fn big_directories_list_in_bounded_batches() {
+    let n = cowfs_fs::fileops::READDIR_BATCH * 2 + 77;
+    let f = fixture(|rw, ro, _| {
+        std::fs::create_dir(ro.join("big")).expect("mkdir");
+        std::fs::create_dir(rw.join("big")).expect("mkdir");
+        for i in 0..n {
+            let branch = if i % 3 == 0 { rw } else { ro };
+            std::fs::write(branch.join(format!("big/e{i}")), b"").expect("write");
+        }
+    });
+    let id = f.node("big").expect("lookup");
+    let fh = f.fs.opendir(id).expect("opendir");
+    let (mut offset, mut names, mut calls) = (0, Vec::new(), 0);
+    loop {
+        let batch = f.fs.readdir(id, fh, offset).expect("readdir");
+        assert!(batch.len() <= cowfs_fs::fileops::READDIR_BATCH);
+        let Some(last) = batch.last() else { break };
+        offset = last.next_offset;
+        names.extend(batch.into_iter().map(|e| e.item.name));
+        calls += 1;
+    }
+    f.fs.releasedir(fh);
+    assert!(calls >= 3, "{calls} calls");
+    let mut want: Vec<std::ffi::OsString> = (0..n).map(|i| format!("e{i}").into()).collect();
+    want.push(".".into());
+    want.push("..".into());
+    want.sort();
+    names.sort();
+    assert_eq!(names, want);
 }
