@@ -304,3 +304,36 @@ fn inode_numbers_survive_the_kernel_forgetting_them() {
     let after: Vec<u64> = names.iter().map(|n| inode(&m.path(n))).collect();
     assert_eq!(before, after, "inode numbers of {names:?}");
 }
+
+#[test]
+fn the_daemon_cannot_override_disk_quotas() {
+    let l = Layout::new();
+    let m = l.mount();
+    let mnt = m.mnt.to_string_lossy().into_owned();
+    let pid = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"cowfs"))
+                    && args.iter().any(|a| *a == mnt.as_bytes())
+                    && args.iter().any(|a| *a == b"mount")
+            }) && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() != "cowfs-watchdog")
+        })
+        .expect("the daemon serving the mount");
+    // Bit numbers from linux/capability.h.
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    for field in ["CapEff:", "CapPrm:"] {
+        let caps = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex"))
+            .expect("capability line");
+        assert_eq!(caps & (1 << CAP_SYS_RESOURCE), 0, "{field} {caps:x}");
+        assert_ne!(caps & (1 << CAP_SYS_ADMIN), 0, "{field} {caps:x}");
+    }
+}

@@ -599,3 +599,66 @@ fn sigkill_at_random_moments_leaves_old_or_new_state_never_partial() {
     );
     assert!(faults > 0);
 }
+
+/// The hang the watchdog exists for, made to happen: daemon A's read-only branch is daemon B's
+/// mount, and B is stopped, so A's LOOKUP handler waits for B while the lookup holds the
+/// directory's lock; a branch change makes A's invalidation thread wait for that lock.
+/// SIGKILL A: the thread waiting for the lock cannot die, so A cannot finish dying and its
+/// connection would stay, hanging every guest process, until aborted. A's watchdog aborts it.
+#[test]
+fn a_daemon_killed_while_its_invalidations_wait_finishes_dying() {
+    let l = Layout::new();
+    let (b_branch, b_mnt, extra) = (l.dir("b-branch"), l.dir("b-mnt"), l.dir("extra"));
+    for d in [&b_branch.join("d"), &extra] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::write(b_branch.join("d/known"), b"x").expect("write");
+    let b = ForegroundDaemon::start(&format!("dirs={}=rw", b_branch.display()), &b_mnt, &[]);
+    let a = ForegroundDaemon::start(
+        &format!("dirs={}=rw:{}=ro", l.dir("rw").display(), b.mnt.display()),
+        &l.dir("mnt"),
+        &[],
+    );
+    let a_mnt = a.mnt.clone();
+    assert!(a_mnt.join("d/known").exists(), "A knows d and d/known");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.pid()),
+        nix::sys::signal::SIGSTOP,
+    )
+    .expect("stop B");
+    // Holds d's lock until A answers, which waits for B.
+    let stuck_lookup = {
+        let p = a_mnt.join("d/not-known-yet");
+        std::thread::spawn(move || std::fs::symlink_metadata(p))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A branch change: A's invalidation thread now waits for d's lock.
+    let change = {
+        let (m, e) = (a_mnt.clone(), extra.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new(cowfs::bin("unionctl"))
+                .arg(&m)
+                .args(["add", "--last"])
+                .arg(format!("{}=ro", e.display()))
+                .output()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Dies by itself (asserted by `kill`), through the watchdog's abort.
+    let start = std::time::Instant::now();
+    a.kill();
+    eprintln!("daemon A finished dying after {:?}", start.elapsed());
+    let lookup = stuck_lookup.join().expect("lookup thread");
+    assert!(
+        lookup.is_err(),
+        "the aborted connection fails the waiting lookup"
+    );
+    let _ = change.join();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.pid()),
+        nix::sys::signal::SIGCONT,
+    )
+    .expect("continue B");
+    b.stop();
+}

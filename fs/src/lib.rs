@@ -18,4 +18,5 @@ pub mod stats;
 pub mod sys;
 pub mod union;
 pub mod unionfs;
+pub mod watchdog;
 pub mod whiteout;

@@ -73,6 +73,8 @@ pub struct MountEntry {
     pub mountpoint: PathBuf,
     pub fstype: String,
     pub source: String,
+    /// The device number (major, minor) of the mounted filesystem.
+    pub dev: (u32, u32),
 }
 
 /// Undoes the octal escapes (`\040`…) of /proc mount tables.
@@ -106,7 +108,9 @@ pub fn mounts() -> io::Result<Vec<MountEntry>> {
 fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     let fields: Vec<&str> = line.split(' ').collect();
     let sep = fields.iter().position(|f| *f == "-")?;
+    let (major, minor) = fields.get(2)?.split_once(':')?;
     Some(MountEntry {
+        dev: (major.parse().ok()?, minor.parse().ok()?),
         mountpoint: PathBuf::from(OsString::from_vec(unescape_mount_field(fields.get(4)?))),
         fstype: fields.get(sep + 1)?.to_string(),
         source: String::from_utf8_lossy(&unescape_mount_field(fields.get(sep + 2)?)).into_owned(),
@@ -251,6 +255,10 @@ impl Daemon {
                 .map_err(|e| MountError::Session(e.into()))?;
         }
         raise_open_file_limit();
+        if catch_signals {
+            // The daemon process, not a library user's thread.
+            drop_resource_override();
+        }
         let mut branches = Vec::with_capacity(options.branches.len());
         for spec in &options.branches {
             let workdir = if spec.mode == crate::branch::BranchMode::Rw {
@@ -427,6 +435,19 @@ fn forward_invalidations(
     }
 }
 
+/// The daemon writes guests' files as root: without `CAP_SYS_RESOURCE` the kernel holds those
+/// writes to disk quotas (the files belong to the guests' users) instead of letting root
+/// override them. Dropped from this thread before any other starts, so every thread is
+/// without it.
+fn drop_resource_override() {
+    use caps::{CapSet, Capability};
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+        if let Err(e) = caps::drop(None, set, Capability::CAP_SYS_RESOURCE) {
+            tracing::warn!(error = %e, ?set, "cannot drop CAP_SYS_RESOURCE");
+        }
+    }
+}
+
 /// Every file open through the mount holds a descriptor in the daemon: allow as many as the
 /// hard limit does (a soft limit of 1024 is common).
 fn raise_open_file_limit() {
@@ -571,6 +592,7 @@ mod tests {
         assert_eq!(m.mountpoint, PathBuf::from("/mnt/with space"));
         assert_eq!(m.fstype, "fuse.cowfs");
         assert_eq!(m.source, "my src");
+        assert_eq!(m.dev, (98, 0));
         assert!(parse_mountinfo_line("garbage").is_none());
         assert_eq!(unescape_mount_field("a\\134b"), b"a\\b".to_vec());
     }

@@ -129,13 +129,21 @@ impl ForegroundDaemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// SIGKILL, then `cowfs umount --force` the dead mount: the kernel keeps it until told, and
-    /// a daemon killed while its invalidation thread waits for a directory lock can only finish
-    /// dying once the connection is aborted (see tools/src/umount.rs). Then reap it.
+    /// SIGKILL; the daemon must finish dying by itself (a daemon killed while its invalidation
+    /// thread waits for a directory lock only can once its connection is aborted: its watchdog
+    /// does that, see `cowfs_fs::watchdog`). Then unmount the dead mount.
     pub fn kill(mut self) {
         let _ = self.child.kill();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a killed daemon did not finish dying: its watchdog should have aborted the \
+                 connection"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         unmount_dead(&self.mnt);
-        let _ = self.child.wait();
     }
 
     /// A clean unmount; the daemon must exit successfully.

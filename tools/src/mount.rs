@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use cowfs_fs::mount::Daemon;
 use cowfs_fs::options;
+use cowfs_fs::watchdog::Watchdog;
 
 /// Mount a union of branches (UnionFS `dirs=`, or overlayfs `lowerdir=`/`upperdir=`/`workdir=`).
 ///
@@ -49,12 +50,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let refs: Vec<&str> = args.options.iter().map(String::as_str).collect();
     let opts = options::parse(&args.source, &refs).context("invalid mount options")?;
     if args.foreground {
+        // SAFETY: no thread has been started yet (argument parsing and logging setup start
+        // none).
+        let mut watchdog = start_watchdog();
         let daemon = Daemon::mount(&opts, &args.mountpoint, true)?;
+        guard(&mut watchdog, &daemon);
         eprintln!("cowfs: mounted on {}", daemon.mountpoint().display());
         daemon.serve()?;
+        if let Some(w) = watchdog {
+            w.release();
+        }
         return Ok(ExitCode::SUCCESS);
     }
     daemonize(&opts, &args)
+}
+
+/// Forks the watchdog that ends the connection of a daemon killed mid-request (see
+/// `cowfs_fs::watchdog`). Call while single-threaded.
+fn start_watchdog() -> Option<Watchdog> {
+    // SAFETY: the callers are single-threaded (see their comments).
+    match unsafe { Watchdog::start() } {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!(
+                "cowfs: no watchdog for this mount ({e}): a killed daemon may need `cowfs umount --force`"
+            );
+            None
+        }
+    }
+}
+
+fn guard(watchdog: &mut Option<Watchdog>, daemon: &Daemon) {
+    if let Some(w) = watchdog
+        && let Err(e) = w.guard(daemon.mountpoint())
+    {
+        tracing::warn!(error = %e, "the watchdog does not know the mount: it cannot end a dead daemon's connection");
+    }
 }
 
 /// `-o remount,ro|rw` (what `mount -o remount,ro MNT` passes on): `Some(read_only)`.
@@ -116,6 +147,8 @@ fn daemon_child(
 ) -> i32 {
     let mut report = std::fs::File::from(report);
     let _ = nix::unistd::setsid();
+    // Still single-threaded (see `daemonize`); the mount below starts the threads.
+    let mut watchdog = start_watchdog();
     let daemon = match Daemon::mount(opts, &args.mountpoint, true) {
         Ok(d) => d,
         Err(e) => {
@@ -123,6 +156,7 @@ fn daemon_child(
             return 1;
         }
     };
+    guard(&mut watchdog, &daemon);
     // Detach: no terminal, no cwd pinned, log to the file if any.
     let _ = std::env::set_current_dir("/");
     if let Err(e) = redirect_stdio(log) {
@@ -131,13 +165,17 @@ fn daemon_child(
     }
     let _ = report.write_all(b"ok\n");
     drop(report);
-    match daemon.serve() {
+    let code = match daemon.serve() {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "the session ended with an error");
             1
         }
+    };
+    if let Some(w) = watchdog {
+        w.release();
     }
+    code
 }
 
 fn redirect_stdio(log: Option<std::fs::File>) -> std::io::Result<()> {
