@@ -302,13 +302,13 @@ pub fn kill_after_lines(mut cmd: std::process::Command, k: u64) -> (bool, u64) {
     (killed, lines)
 }
 
-/// Runs `cmd` with debug logging of the store on stderr, calling `each(n)` after its `n`-th
-/// log line has been read; returns its stdout, exit status and the number of lines. While
-/// `each` runs the command soon stalls (its stderr pipe is one page, as in
+/// Runs `cmd` with debug logging of the store on stderr, calling `each(n, line)` after its
+/// `n`-th log line has been read; returns its stdout, exit status and the number of lines.
+/// While `each` runs the command soon stalls (its stderr pipe is one page, as in
 /// [`kill_after_lines`]), so `each` can do something at a known point in the middle of the run.
 pub fn with_log_lines(
     mut cmd: std::process::Command,
-    mut each: impl FnMut(u64),
+    mut each: impl FnMut(u64, &str),
 ) -> (std::process::Output, u64) {
     use std::io::BufRead;
     let mut child = cmd
@@ -323,11 +323,9 @@ pub fn with_log_lines(
     assert!(size <= 4096, "pipe size {size}");
     let mut lines = 0;
     for line in std::io::BufReader::with_capacity(1024, stderr).lines() {
-        if line.is_err() {
-            break;
-        }
+        let Ok(line) = line else { break };
         lines += 1;
-        each(lines);
+        each(lines, &line);
     }
     (child.wait_with_output().expect("wait"), lines)
 }
