@@ -108,7 +108,7 @@ fn gc_while_inserting_removes_exactly_the_unreferenced() {
                     b.display().to_string(),
                 ],
             ),
-            |n, _| {
+            |n, _, _| {
                 if n == pause_at {
                     paused_gc.push(json(cowfs(["store", "gc", "--json", &ss])));
                 }

@@ -302,13 +302,14 @@ pub fn kill_after_lines(mut cmd: std::process::Command, k: u64) -> (bool, u64) {
     (killed, lines)
 }
 
-/// Runs `cmd` with debug logging of the store on stderr, calling `each(n, line)` after its
+/// Runs `cmd` with debug logging of the store on stderr, calling `each(n, line, pid)` after its
 /// `n`-th log line has been read; returns its stdout, exit status and the number of lines.
 /// While `each` runs the command soon stalls (its stderr pipe is one page, as in
-/// [`kill_after_lines`]), so `each` can do something at a known point in the middle of the run.
+/// [`kill_after_lines`]; [`wait_until_stalled`] waits for that), so `each` can do something at
+/// a known point in the middle of the run.
 pub fn with_log_lines(
     mut cmd: std::process::Command,
-    mut each: impl FnMut(u64, &str),
+    mut each: impl FnMut(u64, &str, u32),
 ) -> (std::process::Output, u64) {
     use std::io::BufRead;
     let mut child = cmd
@@ -325,9 +326,52 @@ pub fn with_log_lines(
     for line in std::io::BufReader::with_capacity(1024, stderr).lines() {
         let Ok(line) = line else { break };
         lines += 1;
-        each(lines, &line);
+        each(lines, &line, child.id());
     }
     (child.wait_with_output().expect("wait"), lines)
+}
+
+/// Waits until process `pid` is held up by its full log pipe: every thread is blocked writing
+/// to stderr or waiting (futex, yield), at least one of them writing, in two looks in a row.
+/// Then no thread is in the middle of a change on disk: a thread that was finishes it and
+/// blocks on the log line that follows.
+pub fn wait_until_stalled(pid: u32) {
+    let quiet = |line: &str| {
+        let mut it = line.split_whitespace();
+        match (it.next().and_then(|n| n.parse::<i64>().ok()), it.next()) {
+            (Some(n), Some(fd)) if n == libc::SYS_write => fd == "0x2",
+            (Some(n), _) => n == libc::SYS_futex || n == libc::SYS_sched_yield,
+            _ => false,
+        }
+    };
+    let look = || -> (bool, Vec<String>) {
+        let mut states = Vec::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return (false, states);
+        };
+        for t in tasks.flatten() {
+            let line = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
+            states.push(line.trim().to_string());
+        }
+        let writing = states
+            .iter()
+            .any(|l| l.split_whitespace().next() == Some(&libc::SYS_write.to_string()));
+        (writing && states.iter().all(|l| quiet(l)), states)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut stalled_before = false;
+    loop {
+        let (stalled, states) = look();
+        if stalled && stalled_before {
+            return;
+        }
+        stalled_before = stalled;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never stalled on its log pipe: {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The command line of a binary of this workspace.
