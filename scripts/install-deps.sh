@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 bench=0
 [ "${1:-}" = "--bench" ] && bench=1
 
-apt_pkgs=(debootstrap attr acl libcap2-bin fuse3 e2fsprogs util-linux procps psmisc)
+# What the tests run (mount, setpriv, chroot, getfattr, getcap, mount.fuse3, pgrep, ip, tar …),
+# what building needs (a C toolchain for linking, curl and certificates to fetch Rust), and
+# what scripts/make-corpus.sh needs (debootstrap).
+apt_pkgs=(debootstrap attr acl libcap2-bin fuse3 e2fsprogs util-linux mount procps psmisc
+          coreutils findutils tar iproute2 build-essential curl ca-certificates)
 [ $bench = 1 ] && apt_pkgs+=(fuse-overlayfs unionfs-fuse jdupes rdfind fio time)
 
 missing=()
@@ -22,6 +26,33 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Rust (the workspace's rust-version or newer) with the components scripts/test.sh uses for its
+# lint step. rustup is installed the official way when neither it nor cargo is present.
+if ! command -v rustup >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/rustup" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v rustup >/dev/null 2>&1 && ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: installing Rust with rustup (https://rustup.rs)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if command -v rustup >/dev/null 2>&1; then
+    need=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+    have=$(rustc --version 2>/dev/null | awk '{print $2}')
+    if [ -z "$have" ] || [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+        echo "install-deps: rustc ${have:-missing} is older than $need: rustup update stable"
+        rustup update stable
+    fi
+    # Idempotent: prints "up to date" when they are there.
+    rustup component add rustfmt clippy
+else
+    # A Rust without rustup (distribution packages): the components must come from there too.
+    for tool in "cargo fmt" "cargo clippy"; do
+        $tool --version >/dev/null 2>&1 ||
+            { echo "install-deps: '$tool' is missing and there is no rustup to install it" >&2; exit 1; }
+    done
 fi
 
 # pjdfstest (POSIX conformance suite, Rust rewrite) for scripts/pjdfstest.sh.

@@ -60,3 +60,17 @@ fn demo_saves_space_and_cleans_up() {
     ]));
     std::fs::remove_dir_all(dir).expect("cleanup");
 }
+
+#[test]
+fn demo_without_root_says_it_needs_root() {
+    // As README says: without root the demo stops at once, with a clear message.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(cowfs::bin("cowfs"))
+        .arg("demo")
+        .output()
+        .expect("setpriv runs");
+    let err = fails(out);
+    assert!(err.contains("cowfs demo needs root"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -2,7 +2,8 @@
 //! content, atomically by rename, as package managers do) and deleting and recreating others.
 //! Whatever the interleaving, every path ends with the content the writer last gave it (or its
 //! original), nothing of the quiet guest changes, the store verifies, and changed or vanished
-//! files are reported as skipped, not as errors.
+//! files are reported as skipped, not as errors. A second test makes such skips happen for
+//! certain, by holding vhashify up in the middle of its changes.
 
 mod store_support;
 
@@ -99,4 +100,125 @@ fn files_changing_or_vanishing_during_a_run_are_never_lost() {
     }
     ok(cowfs(["store", "verify", store.to_str().expect("utf8")]));
     eprintln!("skipped: {by_reason:?}");
+}
+
+/// Deterministic companion of the test above: vhashify is held up right after its first link
+/// (it stalls on its log pipe while the test does not read it, and the test waits until all
+/// its threads are blocked), and every path it has not
+/// replaced yet is then either rewritten (new file renamed over it) or deleted. Those paths
+/// must be skipped as changed or vanished — never linked, never an error — and keep exactly
+/// what the test gave them.
+#[test]
+fn paths_changed_or_deleted_before_their_turn_are_skipped_as_such() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    for g in [&a, &b] {
+        for i in 0..FILES {
+            put(
+                &path(g, i),
+                &bytes(&format!("file {i}"), 500 + i * 97),
+                &Meta::default(),
+            );
+        }
+    }
+    let store = t.path().join("store");
+    // What the test did to each path it touched: Some(new content) or None (deleted).
+    let mut touched: HashMap<PathBuf, Option<Vec<u8>>> = HashMap::new();
+    let (out, _) = with_log_lines(
+        command(
+            "vhashify",
+            &[
+                "--json".to_string(),
+                "--no-default-excludes".into(),
+                "--store".into(),
+                store.display().to_string(),
+                a.display().to_string(),
+                b.display().to_string(),
+            ],
+        ),
+        |_, line, pid| {
+            // The first path replaced by a link: every object exists and is marked, so a
+            // path without the mark is one still to be replaced.
+            let first_link = line.contains("unify::apply") && line.contains("linked");
+            if !touched.is_empty() || !first_link {
+                return;
+            }
+            // Nothing is in the middle of a replacement once it is held up (a path checked,
+            // then renamed over after we touched it, would lose what we gave it).
+            wait_until_stalled(pid);
+            for g in [&a, &b] {
+                for i in 0..FILES {
+                    let p = path(g, i);
+                    if hashstore::mark::read_mark_path(&p)
+                        .expect("xattr")
+                        .is_some()
+                    {
+                        continue;
+                    }
+                    if i % 2 == 0 {
+                        std::fs::remove_file(&p).expect("rm");
+                        touched.insert(p, None);
+                    } else {
+                        let content = bytes(&format!("rewritten {i}"), 700);
+                        let tmp = p.with_file_name(format!(".w{i}"));
+                        std::fs::write(&tmp, &content).expect("write");
+                        std::fs::rename(&tmp, &p).expect("rename");
+                        touched.insert(p, Some(content));
+                    }
+                }
+            }
+        },
+    );
+    let r = json(out);
+    assert!(
+        touched.len() as u64 > 2 * KILL_LAG_LINES,
+        "only {} paths were left to replace when the run was held up",
+        touched.len()
+    );
+    let count = |reason: &str| {
+        r["report"]["skipped_by_reason"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (changed, vanished) = (count("changed"), count("vanished"));
+    eprintln!(
+        "{} paths touched while the run was held up: {changed} changed, {vanished} vanished",
+        touched.len()
+    );
+    // It stalled before the paths were touched, so every touched path was met changed or gone.
+    assert!(
+        changed > 0 && vanished > 0,
+        "changed {changed}, vanished {vanished}: {r}"
+    );
+    assert_eq!(
+        changed + vanished,
+        touched.len() as u64,
+        "every touched path is skipped: {r}"
+    );
+    let reasons: Vec<&String> = r["report"]["skipped_by_reason"]
+        .as_object()
+        .expect("reasons")
+        .keys()
+        .collect();
+    assert!(
+        reasons.iter().all(|k| *k == "changed" || *k == "vanished"),
+        "{r}"
+    );
+    for s in r["report"]["skipped"].as_array().expect("skipped") {
+        let p = PathBuf::from(s["path"].as_str().expect("path"));
+        let want = if touched
+            .get(&p)
+            .expect("only touched paths are skipped")
+            .is_some()
+        {
+            "changed"
+        } else {
+            "vanished"
+        };
+        assert_eq!(s["reason"], want, "{s}");
+    }
+    for (p, want) in &touched {
+        assert_eq!(&std::fs::read(p).ok(), want, "{}", p.display());
+    }
+    ok(cowfs(["store", "verify", store.to_str().expect("utf8")]));
 }

@@ -14,7 +14,7 @@ use store_support::*;
 fn guest(dir: &Path, n: usize) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for i in 0..n {
-        let len = 16 + (i * 7919) % (200 * 1024);
+        let len = file_len(i);
         let content = bytes(&format!("file {i}"), len);
         let p = dir.join(format!("d{}/f{i}", i % 4));
         put(&p, &content, &Meta::default());
@@ -24,6 +24,11 @@ fn guest(dir: &Path, n: usize) -> Vec<PathBuf> {
         files.push(p);
     }
     files
+}
+
+/// Size of file `i` of [`guest`].
+fn file_len(i: usize) -> usize {
+    16 + (i * 7919) % (200 * 1024)
 }
 
 fn s(p: &Path) -> &str {
@@ -39,6 +44,26 @@ fn hashify(store: &Path, g: &Path) {
         s(store),
         s(g),
     ]));
+}
+
+/// Apparent size of every regular file path under `dir`, and of the distinct inodes among them.
+fn apparent_sizes(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths = 0;
+    let mut inodes = std::collections::HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readdir").flatten() {
+            let m = e.metadata().expect("stat");
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                paths += m.len();
+                inodes.insert((m.dev(), m.ino()), m.len());
+            }
+        }
+    }
+    (paths, inodes.values().sum())
 }
 
 fn objects(store: &Path) -> BTreeSet<PathBuf> {
@@ -73,6 +98,18 @@ fn commands_report_json_and_gc_removes_exactly_the_unreferenced() {
     assert_eq!(num(&st, &["links"]), 25);
     assert_eq!(num(&st, &["unreferenced"]), 0);
     assert_eq!(num(&st, &["index_rows"]), 20);
+    // Sizes from what the guest was built with: the store holds each of the 20 contents once,
+    // and the five duplicated ones would take their size a second time without it.
+    let size = |range: std::ops::Range<usize>| range.map(|i| file_len(i) as i64).sum::<i64>();
+    assert_eq!(num(&st, &["bytes"]) as i64, size(0..20), "{st}");
+    assert_eq!(st["bytes_saved"].as_i64(), Some(size(0..5)), "{st}");
+    // And the same from the filesystem: apparent size of all guest paths minus that of the
+    // distinct inodes among them.
+    let (all_paths, distinct_inodes) = apparent_sizes(&g);
+    assert_eq!(
+        st["bytes_saved"].as_i64(),
+        Some((all_paths - distinct_inodes) as i64)
+    );
 
     // Nothing to collect yet.
     let gc = json(cowfs(["store", "gc", "--json", s(&store)]));
@@ -94,6 +131,16 @@ fn commands_report_json_and_gc_removes_exactly_the_unreferenced() {
         std::fs::remove_file(f).expect("rm");
     }
     std::fs::remove_file(&files[0]).expect("rm");
+    // Unreferenced objects cost their size; the object of file 0 now saves nothing.
+    let st = json(cowfs(["store", "stats", "--json", s(&store)]));
+    assert_eq!(num(&st, &["unreferenced"]), 3);
+    assert_eq!(num(&st, &["unreferenced_bytes"]) as i64, size(10..13));
+    assert_eq!(num(&st, &["bytes"]) as i64, size(0..20));
+    assert_eq!(
+        st["bytes_saved"].as_i64(),
+        Some(size(1..5) - size(10..13)),
+        "{st}"
+    );
     let dry = json(cowfs(["store", "gc", "--json", "--dry-run", s(&store)]));
     assert_eq!(num(&dry, &["removed"]), 3);
     assert_eq!(objects(&store), before, "a dry run removes nothing");
@@ -102,6 +149,13 @@ fn commands_report_json_and_gc_removes_exactly_the_unreferenced() {
     let after = objects(&store);
     let removed: BTreeSet<PathBuf> = before.difference(&after).cloned().collect();
     assert_eq!(removed, gone, "gc removes exactly the unreferenced objects");
+    let st = json(cowfs(["store", "stats", "--json", s(&store)]));
+    assert_eq!(
+        num(&st, &["bytes"]) as i64,
+        size(0..10) + size(13..20),
+        "{st}"
+    );
+    assert_eq!(st["bytes_saved"].as_i64(), Some(size(1..5)), "{st}");
     assert_eq!(ok(cowfs(["store", "verify", s(&store)])).lines().count(), 1);
 
     let fsck = json(cowfs(["store", "fsck", "--json", s(&store)]));

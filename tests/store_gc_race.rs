@@ -1,6 +1,7 @@
 //! `cowfs store gc` removes exactly the unreferenced objects, also while another process
 //! inserts: collections run back to back while vhashify links a new guest against objects that
-//! are being collected. No guest path loses its content, every unified path links to an object
+//! are being collected, and one more runs while vhashify is held up in the middle of its changes
+//! (so at least one collection certainly overlaps them). No guest path loses its content, every unified path links to an object
 //! that is in the store, referenced objects survive, unreferenced ones that nobody wanted are
 //! gone, and a final collection leaves no unreferenced object.
 
@@ -79,6 +80,9 @@ fn gc_while_inserting_removes_exactly_the_unreferenced() {
     let b_before = list_tree(&b, ListingOptions::default()).expect("list");
     let a_before = list_tree(&a, ListingOptions::default()).expect("list");
 
+    let mut rng = Rng::from_env("gc_while_inserting_removes_exactly_the_unreferenced");
+    let pause_at = 5 + rng.below(40);
+    let mut paused_gc = Vec::new();
     let inserting = AtomicBool::new(true);
     let collections = std::thread::scope(|s| {
         let gc = s.spawn(|| {
@@ -90,13 +94,31 @@ fn gc_while_inserting_removes_exactly_the_unreferenced() {
             }
             n
         });
-        let r = json(vhashify([
-            "--json",
-            "--no-default-excludes",
-            "--store",
-            &ss,
-            &b.display().to_string(),
-        ]));
+        // One collection runs while vhashify is held up in the middle of its changes (it
+        // stalls on its log pipe while we do not read it), so at least one collection provably
+        // overlaps the inserts, whatever the scheduler does with the back-to-back ones.
+        let (out, lines) = with_log_lines(
+            command(
+                "vhashify",
+                &[
+                    "--json".to_string(),
+                    "--no-default-excludes".into(),
+                    "--store".into(),
+                    ss.clone(),
+                    b.display().to_string(),
+                ],
+            ),
+            |n, _, _| {
+                if n == pause_at {
+                    paused_gc.push(json(cowfs(["store", "gc", "--json", &ss])));
+                }
+            },
+        );
+        let r = json(out);
+        assert!(
+            lines > pause_at + KILL_LAG_LINES,
+            "vhashify logged {lines} changes: it may have finished before the collection at change {pause_at}"
+        );
         inserting.store(false, Ordering::Relaxed);
         assert_eq!(
             r["report"]["skipped"].as_array().map(Vec::len),
@@ -105,7 +127,14 @@ fn gc_while_inserting_removes_exactly_the_unreferenced() {
         );
         gc.join().expect("gc thread")
     });
-    eprintln!("{collections} collections ran during the insert");
+    eprintln!(
+        "{collections} collections ran during the insert, one of them at change {pause_at}: {paused_gc:?}"
+    );
+    assert_eq!(
+        paused_gc.len(),
+        1,
+        "the collection in the middle of the run happened"
+    );
 
     // Nothing a guest sees changed.
     for (dir, before) in [(&a, &a_before), (&b, &b_before)] {

@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -17,8 +18,10 @@ use tracing::debug;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, ObjectRow};
 use crate::key::{ContentHash, FileMeta, Key, KeyPolicy, ctime_of, mtime_of};
-use crate::layout::{FORMAT_FILE, FORMAT_LINE, INDEX_FILE, OBJECTS_DIR, ObjectId, TMP_DIR};
-use crate::lock::{LockMode, StoreLock};
+use crate::layout::{
+    FORMAT_FILE, FORMAT_LINE, INDEX_FILE, LOCK_FILE, OBJECTS_DIR, ObjectId, TMP_DIR,
+};
+use crate::lock::{LockMode, StoreLock, Waited};
 use crate::sys::{self, Stat};
 use crate::{MARK_XATTR, mark};
 
@@ -105,6 +108,17 @@ fn check_format(root: &Path) -> Result<()> {
 
 /// Writes `name` in directory `dir` atomically: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
+    write_atomic_then(dir, name, content, || Ok(()))
+}
+
+/// [`write_atomic`], running `published` as soon as the file is visible under its name (before
+/// the directory is fsynced, which can take a while on a busy disk).
+fn write_atomic_then(
+    dir: &Path,
+    name: &str,
+    content: &[u8],
+    published: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     use std::io::Write;
     let tmp = dir.join(format!(".{name}.{}", unique_tmp_name("tmp.")));
     let target = dir.join(name);
@@ -112,41 +126,81 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> Result<()>
     f.write_all(content).at(&tmp)?;
     f.sync_all().at(&tmp)?;
     fs::rename(&tmp, &target).at(&target)?;
+    published()?;
     fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// How long `init` waits for another process that is creating the same store, and how long a
+/// shared open waits when it finds a store being created (a lock file but no format file yet).
+/// Creating a store takes milliseconds; the margin is for a loaded machine with slow fsyncs.
+const CREATION_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a shared open of a complete store waits for an exclusive holder before reporting
+/// `Locked`: ample for an `init` that has just published the format file to turn its exclusive
+/// hold into a shared one, short enough that a running fsck is reported promptly.
+const OPEN_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Refuses to make a store of a directory that holds anything but a lock file (which a
+/// concurrent or failed `init` leaves).
+fn ensure_empty_but_lock(root: &Path) -> Result<()> {
+    for entry in fs::read_dir(root).at(root)? {
+        let entry = entry.at(root)?;
+        if entry.file_name() != LOCK_FILE {
+            return Err(Error::InvalidInput(format!(
+                "{} exists, is not empty and is not a cowfs store; refusing to initialise it",
+                root.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Store {
     /// Creates a store at `root` (the directory may exist if it is empty), or opens it if it
     /// already is one. Returns the store and whether it was created now.
+    ///
+    /// Safe to run concurrently for the same `root` (parallel `vhashify` runs on a new store):
+    /// the creator holds the lock exclusively from before it checks the directory until the
+    /// format file is in place, and everyone else waits for it and then opens the complete
+    /// store.
     pub fn init(root: &Path) -> Result<(Store, bool)> {
-        if root.join(FORMAT_FILE).exists() {
+        let format = root.join(FORMAT_FILE);
+        if format.exists() {
             return Ok((Store::open(root)?, false));
         }
-        match fs::read_dir(root) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::InvalidInput(format!(
-                        "{} exists, is not empty and is not a cowfs store; refusing to initialise it",
-                        root.display()
-                    )));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(root).at(root)?;
-            }
-            Err(e) => return Err(e).at(root),
+        fs::create_dir_all(root).at(root)?;
+        let waited =
+            StoreLock::wait_for(root, LockMode::Exclusive, true, CREATION_PATIENCE, || {
+                format.exists()
+            })?;
+        let mut lock = match waited {
+            Waited::Held(lock) => lock,
+            // Completed by another process while we waited, which may now use it (holding the
+            // lock shared, so we would never get it exclusively): open it like anybody else.
+            Waited::Stopped | Waited::NoLockFile => return Ok((Store::open(root)?, false)),
+        };
+        // Looked at again with the lock held: the other creator may have finished between our
+        // first look and our taking the lock.
+        if format.exists() {
+            lock.downgrade(root, CREATION_PATIENCE)?;
+            return Ok((Store::open_locked(root, lock)?, false));
         }
-        let lock = StoreLock::acquire(root, LockMode::Exclusive)?;
+        ensure_empty_but_lock(root)?;
         let objects = root.join(OBJECTS_DIR);
         fs::create_dir_all(&objects).at(&objects)?;
         let tmp = root.join(TMP_DIR);
         fs::create_dir_all(&tmp).at(&tmp)?;
         drop(Index::create(&root.join(INDEX_FILE))?);
-        // The format file comes last: its presence means "a complete store".
-        write_atomic(root, FORMAT_FILE, format!("{FORMAT_LINE}\n").as_bytes())?;
-        drop(lock);
+        // The format file comes last: its presence means "a complete store". Once it is visible,
+        // waiting openers may go ahead, so the exclusive hold ends right then.
+        write_atomic_then(
+            root,
+            FORMAT_FILE,
+            format!("{FORMAT_LINE}\n").as_bytes(),
+            || lock.downgrade(root, CREATION_PATIENCE),
+        )?;
         debug!(store = %root.display(), "initialised store");
-        Ok((Store::open(root)?, true))
+        Ok((Store::open_locked(root, lock)?, true))
     }
 
     /// Opens an existing store with a shared lock (inserting, collecting and reading).
@@ -155,9 +209,36 @@ impl Store {
     }
 
     /// Opens an existing store holding its lock in `mode`.
+    ///
+    /// A shared open waits briefly for an exclusive holder, and for as long as a store is being
+    /// created (its creator holds the lock exclusively until the format file exists); an
+    /// exclusive open never waits.
     pub fn open_with(root: &Path, mode: LockMode) -> Result<Store> {
+        let (patience, creation_patience) = match mode {
+            LockMode::Shared => (OPEN_PATIENCE, CREATION_PATIENCE),
+            LockMode::Exclusive => (Duration::ZERO, Duration::ZERO),
+        };
+        let lock = match check_format(root) {
+            Ok(()) => StoreLock::wait_for(root, mode, true, patience, || false)?,
+            // No format file but a lock file: perhaps an init at work. Its lock is exclusive
+            // until the store is complete; the lock file is not created here, so opening a
+            // directory that is not a store leaves it as it was.
+            Err(Error::NotAStore(_)) => {
+                StoreLock::wait_for(root, mode, false, creation_patience, || false)?
+            }
+            Err(e) => return Err(e),
+        };
+        match lock {
+            Waited::Held(lock) => Store::open_locked(root, lock),
+            Waited::NoLockFile => Err(Error::NotAStore(root.to_path_buf())),
+            Waited::Stopped => Err(Error::Locked(root.to_path_buf())),
+        }
+    }
+
+    /// Opens the store once its lock is held: the format is checked (again: it may have been
+    /// written, or replaced, while we waited for the lock) and the index opened.
+    fn open_locked(root: &Path, lock: StoreLock) -> Result<Store> {
         check_format(root)?;
-        let lock = StoreLock::acquire(root, mode)?;
         let index = Index::open(&root.join(INDEX_FILE))?;
         Store::assemble(root, lock, index)
     }

@@ -257,11 +257,22 @@ pub fn object_files(store: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// How many log lines a child of [`kill_after_lines`] can be ahead of the line that triggers
+/// the kill: its stderr pipe is shrunk to one page (4 KiB) and read through a 1 KiB buffer, and
+/// every line the store logs is longer than 100 bytes, so at most ~51 lines are written and not
+/// yet read. A kill point at least this many lines before the end of a run's log therefore
+/// lands while the run still has work to do.
+pub const KILL_LAG_LINES: u64 = 64;
+
 /// Starts `cmd` with debug logging of the store on stderr, and SIGKILLs it right after it has
-/// logged `k` lines (each is one step that changed something on disk). Returns whether it was
-/// killed (false: it finished first) and how many lines it logged.
+/// logged `k` lines (each is one step that changed something on disk). Returns whether it died
+/// of that SIGKILL (false: it finished first) and how many lines were read.
+///
+/// The child blocks on its full stderr pipe while the test has not read its lines, so it cannot
+/// run more than [`KILL_LAG_LINES`] ahead of the kill point.
 pub fn kill_after_lines(mut cmd: std::process::Command, k: u64) -> (bool, u64) {
     use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
     let mut child = cmd
         .env("RUST_LOG", "hashstore=debug")
         .stdout(std::process::Stdio::null())
@@ -269,24 +280,98 @@ pub fn kill_after_lines(mut cmd: std::process::Command, k: u64) -> (bool, u64) {
         .spawn()
         .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
+    let size = nix::fcntl::fcntl(&stderr, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096))
+        .expect("shrink the stderr pipe");
+    assert!(size <= 4096, "pipe size {size}");
     let mut lines = 0;
-    let mut killed = false;
-    for line in std::io::BufReader::new(stderr).lines() {
+    for line in std::io::BufReader::with_capacity(1024, stderr).lines() {
         if line.is_err() {
             break;
         }
         lines += 1;
         if lines >= k {
             child.kill().expect("SIGKILL");
-            killed = true;
             break;
         }
     }
     let status = child.wait().expect("wait");
+    let killed = status.signal() == Some(libc::SIGKILL);
     if !killed {
         assert!(status.success(), "the run failed on its own: {status}");
     }
     (killed, lines)
+}
+
+/// Runs `cmd` with debug logging of the store on stderr, calling `each(n, line, pid)` after its
+/// `n`-th log line has been read; returns its stdout, exit status and the number of lines.
+/// While `each` runs the command soon stalls (its stderr pipe is one page, as in
+/// [`kill_after_lines`]; [`wait_until_stalled`] waits for that), so `each` can do something at
+/// a known point in the middle of the run.
+pub fn with_log_lines(
+    mut cmd: std::process::Command,
+    mut each: impl FnMut(u64, &str, u32),
+) -> (std::process::Output, u64) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env("RUST_LOG", "hashstore=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let size = nix::fcntl::fcntl(&stderr, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096))
+        .expect("shrink the stderr pipe");
+    assert!(size <= 4096, "pipe size {size}");
+    let mut lines = 0;
+    for line in std::io::BufReader::with_capacity(1024, stderr).lines() {
+        let Ok(line) = line else { break };
+        lines += 1;
+        each(lines, &line, child.id());
+    }
+    (child.wait_with_output().expect("wait"), lines)
+}
+
+/// Waits until process `pid` is held up by its full log pipe: every thread is blocked writing
+/// to stderr or waiting (futex, yield), at least one of them writing, in two looks in a row.
+/// Then no thread is in the middle of a change on disk: a thread that was finishes it and
+/// blocks on the log line that follows.
+pub fn wait_until_stalled(pid: u32) {
+    let quiet = |line: &str| {
+        let mut it = line.split_whitespace();
+        match (it.next().and_then(|n| n.parse::<i64>().ok()), it.next()) {
+            (Some(n), Some(fd)) if n == libc::SYS_write => fd == "0x2",
+            (Some(n), _) => n == libc::SYS_futex || n == libc::SYS_sched_yield,
+            _ => false,
+        }
+    };
+    let look = || -> (bool, Vec<String>) {
+        let mut states = Vec::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return (false, states);
+        };
+        for t in tasks.flatten() {
+            let line = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
+            states.push(line.trim().to_string());
+        }
+        let writing = states
+            .iter()
+            .any(|l| l.split_whitespace().next() == Some(&libc::SYS_write.to_string()));
+        (writing && states.iter().all(|l| quiet(l)), states)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut stalled_before = false;
+    loop {
+        let (stalled, states) = look();
+        if stalled && stalled_before {
+            return;
+        }
+        stalled_before = stalled;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never stalled on its log pipe: {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The command line of a binary of this workspace.

@@ -27,6 +27,7 @@ pub struct BuildArgs {
     /// Access logs, e.g. of several starts of guests of one template.
     #[arg(required = true)]
     pub logs: Vec<PathBuf>,
+    /// Where to write the hot set (JSON; what `cowfs prewarm` and `vcontext run --prewarm` load).
     #[arg(long, value_name = "HOTSET")]
     pub out: PathBuf,
     /// Keep at most this much (files most logs agree on, then the earliest touched, first).
@@ -41,6 +42,7 @@ pub struct BuildArgs {
     /// Also preload what the kernel read ahead around the accesses, not only what was accessed.
     #[arg(long)]
     pub readahead: bool,
+    /// Print a summary of the hot set as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -16,6 +16,7 @@ pub struct Args {
 pub enum Sub {
     /// Try each feature: FUSE passthrough, every BPF program type, Landlock, cgroup2, namespaces.
     Probe {
+        /// Print one JSON document (every probe and its outcome) on stdout.
         #[arg(long)]
         json: bool,
     },

@@ -6,7 +6,7 @@ use cowfs_tools::{demo, du, hashify, hotset, kernel, prewarm, store, trace, vcon
 
 /// cowfs: copy-on-write guest root filesystems from shared templates.
 #[derive(Parser, Debug)]
-#[command(version, long_about = None, propagate_version = true)]
+#[command(name = "cowfs", version, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -76,4 +76,24 @@ fn main() -> ExitCode {
         Command::Prewarm(args) => prewarm::run(args),
         Command::Kernel(args) => kernel::run(args),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        // --help and --version show this name, not the crate's.
+        assert_eq!(cmd.get_name(), "cowfs");
+        let about = cmd.get_about().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            !about.contains("front ends"),
+            "the crate's description: {about}"
+        );
+        let missing = cowfs_tools::common::undocumented(&cmd);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
 }

@@ -26,6 +26,7 @@ pub struct Args {
     /// Load at most this much.
     #[arg(long, value_name = "SIZE", value_parser = common::parse_size)]
     pub max_bytes: Option<u64>,
+    /// Print the outcome (files and bytes loaded, files skipped and why) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     /// Where the context registry lives (for a context name).

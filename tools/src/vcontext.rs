@@ -31,12 +31,15 @@ pub enum Sub {
     Run(RunArgs),
     /// List contexts and whether they run.
     List {
+        /// Print one JSON document (every context with its run-time status) on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Kill a context's processes, remove its cgroup, programs and mount, and unregister it.
     Destroy {
+        /// The context's name.
         name: String,
+        /// Print what was destroyed as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -47,6 +50,7 @@ pub struct CreateArgs {
     /// Context id (2 and up; 0 is the host and 1 the spectator).
     #[arg(long)]
     pub xid: u32,
+    /// Context name: unique, used by run/destroy, and the default hostname inside.
     #[arg(long)]
     pub name: String,
     /// The guest's root directory (the mount point, when it has --branches).
@@ -56,9 +60,10 @@ pub struct CreateArgs {
     /// /g/vs01=rw:/g/master=ro).
     #[arg(long)]
     pub branches: Option<String>,
-    /// User and group the command runs as (default 0: the guest's root).
+    /// User the command runs as (default 0: the guest's root).
     #[arg(long)]
     pub uid: Option<u32>,
+    /// Group the command runs as, and its only group (default 0).
     #[arg(long)]
     pub gid: Option<u32>,
     /// Capabilities: a profile (secure, none, all) and/or edits, e.g. "+net_raw,-kill".
@@ -80,12 +85,14 @@ pub struct CreateArgs {
     /// Refuse to run when an isolation layer is unavailable, instead of running degraded.
     #[arg(long)]
     pub require_kernel_isolation: bool,
+    /// Print the registered context as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// The context to run in.
     pub name: String,
     /// Refuse to run when an isolation layer is unavailable (even if the context allows it).
     #[arg(long)]

@@ -314,6 +314,54 @@ pub fn open_guests(guests: &[PathBuf], store: &Path, copy_foreign: bool) -> Resu
     Ok(roots)
 }
 
+/// Holds every guest of a run exclusively (`flock` on the guest's root directory: nothing is
+/// written into the guest) until the returned handles are dropped, waiting for another run that
+/// holds one of them. Two runs on the same guest would step on each other: recovery takes the
+/// directories the other, live run journaled for those of a killed run, and removes its
+/// temporary links between their link and their rename. Guests are taken in path order, so runs
+/// with overlapping guest lists cannot deadlock.
+fn hold_guests(roots: &[Root]) -> Result<Vec<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg, OFlag};
+    use std::os::fd::AsFd;
+
+    let mut order: Vec<&Root> = roots.iter().collect();
+    order.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut held = Vec::with_capacity(order.len());
+    for root in order {
+        let dir = nix::fcntl::openat(
+            root.fd.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .at(&root.path)?;
+        let mut file = std::fs::File::from(dir);
+        let mut arg = FlockArg::LockExclusiveNonblock;
+        loop {
+            match Flock::lock(file, arg) {
+                Ok(lock) => {
+                    held.push(lock);
+                    break;
+                }
+                Err((f, Errno::EWOULDBLOCK)) => {
+                    tracing::warn!(guest = %root.path.display(), "another vhashify run is working on this guest; waiting for it to finish");
+                    file = f;
+                    arg = FlockArg::LockExclusive;
+                }
+                Err((f, Errno::EINTR)) => file = f,
+                // A filesystem without flock on directories: go on unprotected, as before.
+                Err((_, e @ (Errno::ENOLCK | Errno::EOPNOTSUPP))) => {
+                    tracing::warn!(guest = %root.path.display(), "cannot lock the guest against concurrent runs: {e}");
+                    break;
+                }
+                Err((_, e)) => return Err(e).at(&root.path),
+            }
+        }
+    }
+    Ok(held)
+}
+
 /// Unifies the guests `roots` (from [`open_guests`]) into `store`.
 pub fn unify(
     store: &Store,
@@ -333,6 +381,12 @@ pub fn unify(
             .phase_ms
             .insert(name.to_string(), lap.elapsed().as_millis() as u64);
         lap = Instant::now();
+    };
+    // Held until the run returns; a dry run changes nothing and needs no hold.
+    let _guests_held = if opts.dry_run {
+        Vec::new()
+    } else {
+        hold_guests(roots)?
     };
     if !opts.dry_run {
         crate::sys::ignore_lease_signals();

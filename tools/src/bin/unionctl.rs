@@ -7,7 +7,7 @@ use cowfs_tools::common::{self, GlobalArgs};
 
 /// Change or show the branches of a mounted cowfs union.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "unionctl", version)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -19,4 +19,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_tracing(cli.global.verbose);
     common::exit_with(cowfs_tools::branch::run(cli.args))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        // --help and --version show this name, not the crate's.
+        assert_eq!(cmd.get_name(), "unionctl");
+        let about = cmd.get_about().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            !about.contains("front ends"),
+            "the crate's description: {about}"
+        );
+        let missing = cowfs_tools::common::undocumented(&cmd);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
 }

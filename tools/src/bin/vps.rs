@@ -6,7 +6,9 @@ use clap::Parser;
 use cowfs_tools::common::{self, GlobalArgs};
 use cowfs_tools::vps;
 
-/// Processes with their context id and name (the spectator's view: all contexts).
+/// Processes with their context id and name (the spectator's view: all contexts), and the forks
+/// and execs counted per context. Arguments for ps(1) (`vps aux`, `vps -ef`) are passed on to
+/// ps, with the context columns added.
 #[derive(Parser, Debug)]
 #[command(name = "vps", version)]
 struct Cli {
@@ -20,4 +22,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_tracing(cli.global.verbose);
     common::exit_with(vps::run(cli.args))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        // --help and --version show this name, not the crate's.
+        assert_eq!(cmd.get_name(), "vps");
+        let about = cmd.get_about().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            !about.contains("front ends"),
+            "the crate's description: {about}"
+        );
+        let missing = cowfs_tools::common::undocumented(&cmd);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
 }
