@@ -317,8 +317,8 @@ fn the_daemon_cannot_override_disk_quotas() {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
                 args.first().is_some_and(|a| a.ends_with(b"cowfs"))
-                    && args.iter().any(|a| *a == mnt.as_bytes())
-                    && args.iter().any(|a| *a == b"mount")
+                    && args.contains(&mnt.as_bytes())
+                    && args.contains(&b"mount".as_slice())
             }) && std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() != "cowfs-watchdog")
         })
