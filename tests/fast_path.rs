@@ -309,20 +309,7 @@ fn inode_numbers_survive_the_kernel_forgetting_them() {
 fn the_daemon_cannot_override_disk_quotas() {
     let l = Layout::new();
     let m = l.mount();
-    let mnt = m.mnt.to_string_lossy().into_owned();
-    let pid = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-                args.first().is_some_and(|a| a.ends_with(b"cowfs"))
-                    && args.contains(&mnt.as_bytes())
-                    && args.contains(&b"mount".as_slice())
-            }) && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() != "cowfs-watchdog")
-        })
-        .expect("the daemon serving the mount");
+    let pid = daemon_pid(&m.mnt);
     // Bit numbers from linux/capability.h.
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_SYS_RESOURCE: u32 = 24;

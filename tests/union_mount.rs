@@ -505,13 +505,7 @@ fn a_killed_daemon_leaves_a_mount_that_unmounts_and_remounts_cleanly() {
     std::fs::write(l.dir("ro/f"), b"lower").expect("write");
     let m = l.mount();
     std::fs::write(m.path("f"), b"upper").expect("copy-up");
-    let pid = ok(Command::new("pgrep")
-        .arg("-f")
-        .arg(format!("cowfs mount .* {}", m.mnt.display())));
-    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
-        .trim()
-        .parse()
-        .expect("one daemon");
+    let pid = daemon_pid(&m.mnt);
     // A stale temp entry, as a daemon killed mid copy-up would leave.
     std::fs::write(l.dir("rw/.cowfs.tmp.work/.cowfs.tmp.1.1"), b"partial").expect("stale");
     nix::sys::signal::kill(

@@ -228,7 +228,12 @@ fn daemon_of(mnt: &Path, program: &str) -> Result<u32> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.first().is_some_and(|a| a.ends_with(program)) && args.iter().any(|a| a == &want) {
+        // cowfs' watchdog shares the daemon's command line.
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if args.first().is_some_and(|a| a.ends_with(program))
+            && args.iter().any(|a| a == &want)
+            && comm.trim() != "cowfs-watchdog"
+        {
             return Ok(pid);
         }
     }

@@ -183,3 +183,22 @@ pub fn name_bytes(name: &[u8]) -> &OsStr {
     use std::os::unix::ffi::OsStrExt;
     OsStr::from_bytes(name)
 }
+
+/// The pid of the daemon serving the cowfs mount at `mnt` (not its watchdog, which shares the
+/// command line).
+pub fn daemon_pid(mnt: &Path) -> i32 {
+    let want = mnt.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = args.split(|&b| b == 0).collect();
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            args.first().is_some_and(|a| a.ends_with(b"cowfs"))
+                && args.contains(&b"mount".as_slice())
+                && args.contains(&want)
+                && comm.trim() != "cowfs-watchdog"
+        })
+        .unwrap_or_else(|| panic!("no daemon serves {}", mnt.display()))
+}
