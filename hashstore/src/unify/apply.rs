@@ -18,6 +18,7 @@ use nix::fcntl::OFlag;
 use tracing::{debug, warn};
 
 use super::scan::{FileRec, InodeState, Scan};
+use super::swap::{self, Swapped};
 use super::{Job, Progress, Report, SkipReason};
 use crate::error::{Error, Result};
 use crate::index::{DirTimes, FileHashRow, Index, ObjectRow};
@@ -688,6 +689,26 @@ fn replace(ctx: &Ctx<'_>, dirfd: BorrowedFd<'_>, f: u32, key: &Key) -> PathOutco
     let Some(state) = ctx.keys.get(key) else {
         return PathOutcome::Skip(SkipReason::Error, "no object for its key".into());
     };
+    // Held until the path is settled: an inode number identifies the checked file only while
+    // it lives (see `swap.rs`); its last link goes with the swap, and a reaper frees it.
+    let held = match nix::fcntl::openat(
+        dirfd,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => {
+            return PathOutcome::Skip(SkipReason::Vanished, "disappeared".into());
+        }
+        Err(e) => return PathOutcome::Skip(SkipReason::Error, e.to_string()),
+    };
+    match sys::fstat(held.as_fd()) {
+        Ok(st) if st.st_ino == w.st_ino && st.st_dev == w.st_dev => {}
+        Ok(_) => return PathOutcome::Skip(SkipReason::Changed, "changed during the run".into()),
+        Err(e) => return PathOutcome::Skip(SkipReason::Error, e.to_string()),
+    }
+    let mut held = Some(held);
     for _attempt in 0..16 {
         let (target, target_ino) = {
             let s = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -702,29 +723,46 @@ fn replace(ctx: &Ctx<'_>, dirfd: BorrowedFd<'_>, f: u32, key: &Key) -> PathOutco
             .link_object(&target, target_ino, dirfd, OsStr::new(&tmp))
         {
             Ok(()) => {
-                // The rename drops this inode's last link: hold it so that a reaper frees it.
-                let doomed = if now.st_nlink == 1 {
-                    nix::fcntl::openat(
-                        dirfd,
-                        name,
-                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        nix::sys::stat::Mode::empty(),
-                    )
-                    .ok()
-                } else {
-                    None
-                };
-                return match sys::rename_at(dirfd, OsStr::new(&tmp), dirfd, name) {
-                    Ok(()) => {
-                        if let Some(fd) = doomed {
-                            let _ = ctx.reaper.send(fd);
+                let tmp = OsStr::new(&tmp);
+                let swapped = swap::swap_in(
+                    dirfd,
+                    tmp,
+                    name,
+                    (w.st_dev, w.st_ino),
+                    (now.st_dev, target_ino),
+                    |_| {},
+                );
+                return match swapped {
+                    Ok(how) => {
+                        // What came out: the checked inode, or a stale link or file.
+                        if how != Swapped::Renamed
+                            && let Err(e) = sys::unlink_at(dirfd, tmp)
+                        {
+                            warn!(path = %ctx.scan.display(ctx.roots, file).display(), "cannot remove the temporary name: {e}");
                         }
-                        debug!(path = %ctx.scan.display(ctx.roots, file).display(), object = %target, "linked");
-                        PathOutcome::Linked
+                        match how {
+                            Swapped::Linked | Swapped::Renamed => {
+                                // The checked inode's last link is gone: a reaper frees it.
+                                if now.st_nlink == 1
+                                    && let Some(fd) = held.take()
+                                {
+                                    let _ = ctx.reaper.send(fd);
+                                }
+                                debug!(path = %ctx.scan.display(ctx.roots, file).display(), object = %target, "linked");
+                                PathOutcome::Linked
+                            }
+                            Swapped::Replaced => PathOutcome::Skip(
+                                SkipReason::Changed,
+                                "replaced during the run (the new file is kept)".into(),
+                            ),
+                        }
                     }
                     Err(e) => {
-                        let _ = sys::unlink_at(dirfd, OsStr::new(&tmp));
-                        PathOutcome::Skip(SkipReason::Error, format!("rename: {e}"))
+                        // Only our own link may go: anything else is a guest's file.
+                        if sys::lstat_at(dirfd, tmp).is_ok_and(|st| st.st_ino == target_ino) {
+                            let _ = sys::unlink_at(dirfd, tmp);
+                        }
+                        PathOutcome::Skip(SkipReason::Error, format!("exchange: {e}"))
                     }
                 };
             }

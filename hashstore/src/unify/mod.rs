@@ -12,6 +12,7 @@ pub mod exclude;
 pub mod hash;
 pub mod recover;
 pub mod scan;
+pub mod swap;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

@@ -1,7 +1,8 @@
 //! Repair of what a killed run left behind, before anything else happens: every journaled
-//! directory gets its stale temporary links removed (a `.cowfs.tmp.*` entry carrying the mark is
-//! an extra name of an object whose rename never happened, so the real path is intact) and its
-//! original atime/mtime back.
+//! directory gets its stale temporary entries removed (a `.cowfs.tmp.*` entry carrying the mark
+//! is an extra name of an object whose exchange never happened, so the real path is intact; an
+//! unmarked one is what an exchange took out of a path, whose content the object now holds)
+//! and its original atime/mtime back.
 
 use std::os::fd::AsFd;
 
@@ -97,14 +98,18 @@ fn recover_dir(root: &Root, e: &DirTimes) -> u64 {
     let dirfd = dir.as_fd();
     let mut removed = 0;
     for name in names {
-        let marked = sys::open_read_at(dirfd, &name)
+        // A marked entry is an extra link of an object whose exchange never happened; an
+        // unmarked regular file with one link is what an exchange took out of a path (the
+        // object, identical in content and metadata, sits there now: see `swap.rs`).
+        let stale = sys::open_read_at(dirfd, &name)
             .and_then(|f| {
                 let st = sys::fstat(f.as_fd())?;
                 let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-                Ok(regular && st.st_nlink > 1 && mark::read_mark(f.as_fd())?.is_some())
+                let marked = mark::read_mark(f.as_fd())?.is_some();
+                Ok(regular && ((st.st_nlink > 1 && marked) || (st.st_nlink == 1 && !marked)))
             })
             .unwrap_or(false);
-        if marked && sys::unlink_at(dirfd, &name).is_ok() {
+        if stale && sys::unlink_at(dirfd, &name).is_ok() {
             debug!(path = %root.display(&e.rel.join(&name)).display(), "removed stale temporary link");
             removed += 1;
         }
