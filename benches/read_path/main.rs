@@ -66,6 +66,7 @@ fn main() -> Result<()> {
         .filter(|w| selected(&args.workloads, w.name))
         .collect();
 
+    let load_at_start = load_average();
     let mut results = Results::new();
     let mut requests = Requests::new();
     for target in &targets {
@@ -107,6 +108,17 @@ fn main() -> Result<()> {
     }
 
     let mut markdown = render(&results, &targets, &workloads, args.runs);
+    markdown.push_str(&format!(
+        "\nMachine: Linux {}, {} CPUs; load average {} at the start, {} at the end (other \
+         jobs may share this machine). Command: `cargo bench --bench read_path -- --runs {}`.\n",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_at_start,
+        load_average(),
+        args.runs
+    ));
     let rt = if targets.iter().any(|t| targets::cowfs_options(t).is_some()) {
         Some(roundtrip::measure(&data).context("measuring a FUSE round trip")?)
     } else {
@@ -115,7 +127,13 @@ fn main() -> Result<()> {
     markdown.push_str(&render_requests(
         &requests, &results, &targets, &workloads, rt,
     ));
-    markdown.push_str(&daemon_memory(&targets, &data)?);
+    let (memory, rss) = daemon_memory(&targets, &data)?;
+    markdown.push_str(&render_targets(
+        &results,
+        &requests,
+        rss.get("cowfs").copied(),
+    ));
+    markdown.push_str(&memory);
     println!("{markdown}");
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("read-path.md"), &markdown)?;
@@ -139,9 +157,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Peak RSS of each FUSE daemon after a metadata walk of all three corpus guests.
-fn daemon_memory(targets: &[Target], data: &data::DataSet) -> Result<String> {
+/// Peak RSS of each FUSE daemon after a metadata walk of all three corpus guests: the report
+/// section, and the figures by target.
+fn daemon_memory(
+    targets: &[Target],
+    data: &data::DataSet,
+) -> Result<(String, BTreeMap<String, u64>)> {
     let mut table = Table::new(&["target", "daemon peak RSS after walking g1, g2, g3"]);
+    let mut by_target = BTreeMap::new();
     for target in targets {
         let mounted = target.mount(data)?;
         if mounted.daemon.is_none() {
@@ -157,8 +180,93 @@ fn daemon_memory(targets: &[Target], data: &data::DataSet) -> Result<String> {
             target.name.to_string(),
             format!("{:.1} MiB", rss as f64 / 1048576.0),
         ]);
+        by_target.insert(target.name.to_string(), rss);
     }
-    Ok(format!("\n## Daemon memory\n\n{}", table.to_markdown()))
+    Ok((
+        format!("\n## Daemon memory\n\n{}", table.to_markdown()),
+        by_target,
+    ))
+}
+
+/// The targets of issue 5, checked against the default cowfs mount of this run.
+fn render_targets(results: &Results, requests: &Requests, rss: Option<u64>) -> String {
+    let get = |w: &str, cold: bool, t: &str| {
+        results
+            .get(&(w.to_string(), cold))
+            .and_then(|m| m.get(t))
+            .copied()
+    };
+    let mut table = Table::new(&["target", "measured", ""]);
+    let mut row = |what: String, measured: Option<f64>, ok: &dyn Fn(f64) -> bool, unit: &str| {
+        let (m, verdict) = match measured {
+            Some(v) if v.is_finite() => (
+                format!("{v:.2}{unit}"),
+                if ok(v) { "met" } else { "**not met**" },
+            ),
+            _ => ("–".to_string(), "not measured"),
+        };
+        table.row(&[what, m, verdict.to_string()]);
+    };
+    for (w, label) in [
+        ("seqread", "sequential read"),
+        ("randread", "random 4 KiB read"),
+    ] {
+        for cold in [true, false] {
+            let ratio = get(w, cold, "cowfs")
+                .zip(get(w, cold, "native"))
+                .map(|(c, n)| c / n);
+            row(
+                format!("{label}, {}: ≥ 0.9 × native", state(cold)),
+                ratio,
+                &|r| r >= 0.9,
+                " ×",
+            );
+            let reads = requests
+                .get(&(w.to_string(), cold))
+                .and_then(|m| m.get("cowfs"))
+                .map(|r| r.get("read").copied().unwrap_or(0) as f64);
+            row(
+                format!("{label}, {}: READ requests = 0", state(cold)),
+                reads,
+                &|n| n == 0.0,
+                "",
+            );
+        }
+    }
+    for (w, cold, limit, label) in [
+        ("walk", false, 1.2, "metadata walk, warm: ≤ 1.2 × overlayfs"),
+        ("walk", true, 1.5, "metadata walk, cold: ≤ 1.5 × overlayfs"),
+        (
+            "smallread",
+            false,
+            2.0,
+            "small-file read, warm: ≤ 2 × overlayfs",
+        ),
+        ("untar", false, 2.0, "untar, warm: ≤ 2 × overlayfs"),
+        ("untar", true, 2.0, "untar, cold: ≤ 2 × overlayfs"),
+    ] {
+        let ratio = get(w, cold, "cowfs")
+            .zip(get(w, cold, "overlayfs"))
+            .map(|(c, o)| c / o);
+        row(label.to_string(), ratio, &|r| r <= limit, " ×");
+    }
+    row(
+        "daemon peak RSS after walking g1, g2, g3: ≤ 100 MiB".to_string(),
+        rss.map(|b| b as f64 / 1048576.0),
+        &|m| m <= 100.0,
+        " MiB",
+    );
+    format!(
+        "\n## Targets (issue 5), default cowfs mount\n\n{}",
+        table.to_markdown()
+    )
+}
+
+/// The first three fields of /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn selected(filter: &Option<Vec<String>>, name: &str) -> bool {
