@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use context_support::{Contexts, guest, program_ids};
@@ -117,31 +117,7 @@ fn contexts_are_isolated_from_each_other_and_the_host_is_not() {
     ]);
 
     // B runs a long sleep in the background.
-    let mut b_run = Command::new(cowfs::bin("vcontext"))
-        .arg("--state-dir")
-        .arg(c.state())
-        .args(["run", "b", "--", "/bin/sleep", "300"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run b");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let b_sleep = loop {
-        let rows = c.vps(&["--context", "b"]);
-        if let Some(pid) = rows
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["command"] == "/bin/sleep 300")
-            .and_then(|r| r["pid"].as_i64())
-        {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "b's sleep never showed up: {rows}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut b_run, b_sleep) = c.run_sleeper("b");
 
     // Host services A must not reach: a loopback TCP port and an abstract unix socket.
     let host_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");

@@ -4,8 +4,7 @@
 
 mod context_support;
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use context_support::{Contexts, guest};
 
@@ -68,31 +67,7 @@ fn vps_passes_ps_arguments_on_and_shows_fork_and_exec_counts() {
     let r = root.to_str().expect("utf-8");
     c.ok(&["create", "--xid", "221", "--name", "psctx", "--root", r]);
     c.ok(&["create", "--xid", "222", "--name", "idle", "--root", r]);
-    let mut bg = Command::new(cowfs::bin("vcontext"))
-        .arg("--state-dir")
-        .arg(c.state())
-        .args(["run", "psctx", "--", "/bin/sleep", "300"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run psctx");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let sleep_pid = loop {
-        let rows = c.vps(&["--context", "psctx"]);
-        if let Some(pid) = rows
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["command"] == "/bin/sleep 300")
-            .and_then(|r| r["pid"].as_i64())
-        {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sleep never showed up: {rows}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut bg, sleep_pid) = c.run_sleeper("psctx");
     let me = i64::from(std::process::id());
 
     // `vps aux` and `cowfs ps aux`: ps's columns with XID and CONTEXT right after PID.

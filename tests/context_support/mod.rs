@@ -52,6 +52,39 @@ impl Contexts {
         serde_json::from_str(&self.ok(&["list", "--json"])).expect("list --json is JSON")
     }
 
+    /// Runs `/bin/sleep 300` in context `name` in the background and waits until `vps`
+    /// shows it: the running `vcontext run` (the caller waits for it) and the sleep's pid.
+    #[allow(clippy::zombie_processes)] // the child is returned to the caller
+    pub fn run_sleeper(&self, name: &str) -> (std::process::Child, i64) {
+        use std::time::{Duration, Instant};
+        let mut child = Command::new(cowfs::bin("vcontext"))
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(["run", name, "--", "/bin/sleep", "300"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {name}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = self.vps(&["--context", name]);
+            if let Some(pid) = rows
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["command"] == "/bin/sleep 300")
+                .and_then(|r| r["pid"].as_i64())
+            {
+                return (child, pid);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name}'s sleep never showed up: {rows}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn vps(&self, args: &[&str]) -> serde_json::Value {
         let out = Command::new(cowfs::bin("vps"))
             .arg("--state-dir")

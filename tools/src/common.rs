@@ -87,6 +87,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// What every front end's test checks of its command line: clap's own consistency checks, the
+/// program's name (shown by --help and --version instead of the crate's), its own description,
+/// and a description for every argument and command.
+pub fn assert_documented(cmd: clap::Command, name: &str) {
+    cmd.clone().debug_assert();
+    assert_eq!(cmd.get_name(), name);
+    let about = cmd.get_about().map(ToString::to_string).unwrap_or_default();
+    assert!(
+        !about.contains("front ends"),
+        "the crate's description: {about}"
+    );
+    let missing = undocumented(&cmd);
+    assert!(missing.is_empty(), "without help text: {missing:#?}");
+}
+
 /// Every argument and (sub)command of `cmd` that `--help` would show without a description,
 /// as `command path: argument` (clap's own --help/--version excepted). The front ends' tests
 /// require it to be empty.

@@ -27,16 +27,6 @@ mod tests {
 
     #[test]
     fn every_command_and_argument_has_help() {
-        let cmd = super::Cli::command();
-        cmd.clone().debug_assert();
-        // --help and --version show this name, not the crate's.
-        assert_eq!(cmd.get_name(), "unionctl");
-        let about = cmd.get_about().map(ToString::to_string).unwrap_or_default();
-        assert!(
-            !about.contains("front ends"),
-            "the crate's description: {about}"
-        );
-        let missing = cowfs_tools::common::undocumented(&cmd);
-        assert!(missing.is_empty(), "without help text: {missing:#?}");
+        cowfs_tools::common::assert_documented(super::Cli::command(), "unionctl");
     }
 }
