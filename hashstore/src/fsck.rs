@@ -198,6 +198,11 @@ pub fn fsck(root: &Path, opts: FsckOptions) -> Result<FsckReport> {
         let mut index = store.index();
         index.clear_objects()?;
         index.put_objects(&rows)?;
+        // Rewriting every row leaves the old pages free and the new B-tree loosely packed; fsck
+        // holds the store exclusively, so this is the moment to write the file densely.
+        if let Err(e) = index.compact() {
+            warn!("{}: not compacted: {e}", index.path().display());
+        }
     }
     report.index_rows = rows.len() as u64;
     Ok(report)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tracing::warn;
 
 use crate::error::{Error, Result};
 use crate::key::{ContentHash, Key, Timestamp};
@@ -62,6 +63,12 @@ const MIGRATIONS: &[&str] = &[
         mtime_nsec INTEGER NOT NULL,
         PRIMARY KEY (root, rel)
      ) WITHOUT ROWID;",
+    // 2: no secondary indexes on objects. Every reader that matters (vhashify's catalog, fsck,
+    // verify) reads the whole table once and looks up in memory; lookups by key use the primary
+    // key. The two indexes served nothing hot and were almost half of the file: each entry
+    // repeats the 32-byte key, so they cost ~80 bytes per object next to the row's ~95.
+    "DROP INDEX IF EXISTS objects_by_size;
+     DROP INDEX IF EXISTS objects_by_inode;",
 ];
 
 /// The schema version this code writes.
@@ -212,13 +219,52 @@ impl Index {
         let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| Error::from_sqlite(&path, e))?;
+        let mut ran = 0;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             tx.execute_batch(sql)
                 .map_err(|e| Error::from_sqlite(&path, e))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(|e| Error::from_sqlite(&path, e))?;
+            ran += 1;
         }
-        tx.commit().map_err(|e| Error::from_sqlite(&path, e))
+        tx.commit().map_err(|e| Error::from_sqlite(&path, e))?;
+        if ran == 0 {
+            return Ok(());
+        }
+        // A migration that dropped something leaves its pages on SQLite's free list, where they
+        // still count as the store's disk usage; hand them back to the filesystem once. A failure
+        // (no room for VACUUM's copy, a reader in the way) leaves a larger but valid index.
+        if let Err(e) = self.compact_if_free() {
+            warn!(
+                "{}: not compacted after migration: {e}",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Pages SQLite keeps for reuse instead of returning them to the filesystem.
+    pub fn free_pages(&self) -> Result<u64> {
+        self.conn
+            .pragma_query_value(None, "freelist_count", |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Rewrites the database file densely (`VACUUM`): frees the pages on the free list and packs
+    /// the B-trees, whose pages random-keyed inserts leave partly empty. It rewrites the whole
+    /// file, so it is for rare moments (after a migration, after fsck rebuilt the table), not for
+    /// every run.
+    pub fn compact(&self) -> Result<()> {
+        self.conn.execute_batch("VACUUM").map_err(|e| self.err(e))
+    }
+
+    /// [`Index::compact`] when there are free pages to return.
+    pub fn compact_if_free(&self) -> Result<()> {
+        if self.free_pages()? > 0 {
+            self.compact()?;
+        }
+        Ok(())
     }
 
     /// The path of the database file.
@@ -324,20 +370,11 @@ impl Index {
         )
     }
 
-    /// The objects of this size: the only ones a file of that size can be unified with.
+    /// The objects of this size: the only ones a file of that size can be unified with. A scan
+    /// of the whole table (there is no index by size, see migration 2): for occasional queries;
+    /// bulk users load [`Index::all_objects`] once.
     pub fn objects_by_size(&self, size: u64) -> Result<Vec<ObjectRow>> {
         self.object_rows(select_objects!("WHERE size = ?1"), params![size as i64])
-    }
-
-    /// The object row of an inode, if it is one.
-    pub fn object_by_inode(&self, dev: u64, ino: u64) -> Result<Option<ObjectRow>> {
-        Ok(self
-            .object_rows(
-                select_objects!("WHERE dev = ?1 AND ino = ?2"),
-                params![dev as i64, ino as i64],
-            )?
-            .into_iter()
-            .next())
     }
 
     /// Every object row.
@@ -561,7 +598,6 @@ mod tests {
         idx.put_objects(&[row(1, 10), row(2, 10), row(3, 20)])?;
         assert_eq!(idx.objects_by_size(10)?.len(), 2);
         assert_eq!(idx.objects_by_key(&Key([3; 32]))?, vec![row(3, 20)]);
-        assert_eq!(idx.object_by_inode(1, 102)?, Some(row(2, 10)));
         idx.remove_object(&row(2, 10).id)?;
         assert_eq!(idx.object_counts()?, (2, 1));
         let mut sizes = idx.object_sizes()?;
@@ -571,6 +607,122 @@ mod tests {
         // Reopening keeps the data and does not re-run migrations.
         let idx = Index::open(&path)?;
         assert_eq!(idx.all_objects()?.len(), 2);
+        Ok(())
+    }
+
+    /// `n` object rows with keys in hash order (as real keys are), sizes from a small set.
+    fn rows(n: u32) -> Vec<ObjectRow> {
+        (0..n)
+            .map(|i| ObjectRow {
+                id: ObjectId {
+                    key: Key(*blake3::hash(&i.to_le_bytes()).as_bytes()),
+                    seq: i % 3,
+                },
+                content_hash: ContentHash(*blake3::hash(&(i / 2).to_le_bytes()).as_bytes()),
+                size: 100 + (i % 50) as u64,
+                dev: 64768,
+                ino: 1_000_000 + i as u64,
+                ..row(0, 0)
+            })
+            .collect()
+    }
+
+    fn sorted(mut v: Vec<ObjectRow>) -> Vec<ObjectRow> {
+        v.sort_by_key(|r| r.id);
+        v
+    }
+
+    fn secondary_indexes(idx: &Index) -> Result<Vec<String>> {
+        let mut st = idx
+            .conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL")
+            .map_err(|e| idx.err(e))?;
+        let names = st
+            .query_map([], |r| r.get(0))
+            .map_err(|e| idx.err(e))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| idx.err(e))?;
+        Ok(names)
+    }
+
+    #[test]
+    fn a_new_index_is_compact() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let idx = Index::create(&dir.path().join("index.db"))?;
+        assert_eq!(idx.user_version()?, SCHEMA_VERSION);
+        assert!(secondary_indexes(&idx)?.is_empty());
+        assert_eq!(idx.free_pages()?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn schema_1_is_migrated_and_compacted() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let path = dir.path().join("index.db");
+        let want = rows(3000);
+        {
+            // An index as the first release wrote it: schema 1, with its two secondary indexes.
+            let conn = Connection::open(&path).map_err(|e| Error::from_sqlite(&path, e))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .and_then(|()| conn.execute_batch(MIGRATIONS[0]))
+                .and_then(|()| conn.pragma_update(None, "user_version", 1))
+                .map_err(|e| Error::from_sqlite(&path, e))?;
+            let mut v1 = Index {
+                conn,
+                path: path.clone(),
+            };
+            assert_eq!(secondary_indexes(&v1)?.len(), 2);
+            v1.put_objects(&want)?;
+            v1.journal_dirs(&[DirTimes {
+                root: PathBuf::from("/g1"),
+                rel: PathBuf::from("etc"),
+                atime: Timestamp { sec: 3, nsec: 4 },
+                mtime: Timestamp { sec: 5, nsec: 6 },
+            }])?;
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let before = size(&path);
+
+        let idx = Index::open(&path)?;
+        assert_eq!(idx.user_version()?, SCHEMA_VERSION);
+        assert!(secondary_indexes(&idx)?.is_empty());
+        assert_eq!(idx.free_pages()?, 0);
+        // Every row survives and every query still answers.
+        assert_eq!(sorted(idx.all_objects()?), sorted(want.clone()));
+        for r in want.iter().step_by(97) {
+            assert_eq!(idx.objects_by_key(&r.id.key)?, vec![r.clone()]);
+        }
+        let of_size = |s| sorted(want.iter().filter(|r| r.size == s).cloned().collect());
+        assert_eq!(sorted(idx.objects_by_size(117)?), of_size(117));
+        assert_eq!(idx.object_counts()?, (3000, 1500));
+        assert_eq!(idx.journaled_dirs(None)?.len(), 1);
+        drop(idx);
+
+        // The file lost the two indexes' pages; the next open does not migrate again.
+        let after = size(&path);
+        assert!(after * 10 < before * 6, "{before} -> {after} bytes");
+        let idx = Index::open(&path)?;
+        assert_eq!(idx.all_objects()?.len(), 3000);
+        drop(idx);
+        assert_eq!(size(&path), after);
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let path = dir.path().join("index.db");
+        let idx = Index::create(&path)?;
+        idx.conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .map_err(|e| idx.err(e))?;
+        drop(idx);
+        match Index::open(&path) {
+            Err(Error::IndexTooNew {
+                found, supported, ..
+            }) => assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION)),
+            other => panic!("expected IndexTooNew, got {:?}", other.err()),
+        }
         Ok(())
     }
 

@@ -347,7 +347,8 @@ impl Store {
         self.index().objects_by_key(key)
     }
 
-    /// The objects a file of `size` bytes could be unified with.
+    /// The objects a file of `size` bytes could be unified with (a scan of the index: for
+    /// occasional queries; vhashify reads every row once instead).
     pub fn candidates_by_size(&self, size: u64) -> Result<Vec<ObjectRow>> {
         self.index().objects_by_size(size)
     }
