@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use tracing::warn;
 
 use crate::error::{Error, IoContext, Result};
 use crate::key::KeyPolicy;
@@ -363,6 +364,22 @@ fn hold_guests(roots: &[Root]) -> Result<Vec<nix::fcntl::Flock<std::fs::File>>> 
     Ok(held)
 }
 
+/// Compacts the index when this run wrote at least as many object rows as it held before (the
+/// first run into a new store, a store that at least doubled). Object keys are random, so
+/// inserting their rows splits B-tree pages and leaves them partly empty, and the directory journal's churn leaves
+/// free pages; rewriting the file then costs about what the run already spent writing rows, and
+/// smaller runs into a large index never pay for it.
+fn compact_after(store: &Store, rows_before: u64, report: &Report) {
+    let added = report.objects_linked + report.objects_copied;
+    if added == 0 || added < rows_before {
+        return;
+    }
+    let index = store.index();
+    if let Err(e) = index.compact() {
+        warn!("{}: not compacted: {e}", index.path().display());
+    }
+}
+
 /// Unifies the guests `roots` (from [`open_guests`]) into `store`.
 pub fn unify(
     store: &Store,
@@ -408,6 +425,10 @@ pub fn unify(
     phase_done(&mut report, "hash");
     apply::apply(job, &mut scan, &mut report)?;
     phase_done(&mut report, "apply");
+    if !opts.dry_run {
+        compact_after(store, scan.catalog.rows.len() as u64, &report);
+        phase_done(&mut report, "compact");
+    }
     report.elapsed_ms = t0.elapsed().as_millis() as u64;
     Ok(report)
 }
