@@ -132,6 +132,49 @@ struct Samples {
     reclaimed: Vec<u64>,
     changed_paths: Vec<usize>,
     phases: Vec<BTreeMap<String, f64>>,
+    /// vhashify only: what the guests freed (its report) and what the store itself occupies.
+    footprint: Vec<Footprint>,
+}
+
+/// Where vhashify's reclaimed space goes, in bytes.
+#[derive(Default, Clone, Copy)]
+struct Footprint {
+    /// Freed in the guests (the report's `bytes_reclaimed`).
+    guests_freed: u64,
+    /// `index.db` and any `-wal`/`-shm` beside it.
+    index: u64,
+    /// Every directory of the store: its root, `objects/` and the fan-out directories, `tmp/`.
+    dirs: u64,
+    /// Other files (`format`, objects no guest links).
+    other: u64,
+}
+
+/// The store's own disk usage by kind; objects that guests link are the guests' data (du counts
+/// them with the guests) and are left out.
+fn store_footprint(store: &Path) -> Footprint {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &Path, in_objects: bool, f: &mut Footprint) {
+        for entry in std::fs::read_dir(dir).expect("read store").flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat store entry");
+            let bytes = meta.blocks() * 512;
+            let name = entry.file_name();
+            if meta.is_dir() {
+                f.dirs += bytes;
+                walk(&path, in_objects || name == "objects", f);
+            } else if !in_objects && name.to_string_lossy().starts_with("index.db") {
+                f.index += bytes;
+            } else if !in_objects || meta.nlink() == 1 {
+                f.other += bytes;
+            }
+        }
+    }
+    let mut f = Footprint {
+        dirs: std::fs::symlink_metadata(store).map_or(0, |m| m.blocks() * 512),
+        ..Footprint::default()
+    };
+    walk(store, false, &mut f);
+    f
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -246,6 +289,13 @@ fn phases(json: &str) -> BTreeMap<String, f64> {
         .unwrap_or_default()
 }
 
+fn guests_freed(json: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["report"]["bytes_reclaimed"].as_u64())
+        .unwrap_or(0)
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -321,6 +371,10 @@ fn main() {
                 s.reclaimed.push(reclaimed);
                 if tool.is_vhashify() {
                     s.phases.push(phases(&stdout));
+                    s.footprint.push(Footprint {
+                        guests_freed: guests_freed(&stdout),
+                        ..store_footprint(&run_dir.join("store"))
+                    });
                 }
                 // Metadata check once per tool (warm, first round).
                 if round == 0 && cache == Cache::Warm {
@@ -561,10 +615,51 @@ fn report(
 
     let _ = writeln!(
         md,
+        "## Where vhashify's reclaimed space goes (MiB, median of the warm runs)\n"
+    );
+    let _ = writeln!(
+        md,
+        "Freed in the guests is vhashify's own report (`bytes_reclaimed`); the store's footprint is \
+         the `st_blocks` of its directories (root, `objects/`, the fan-out directories, `tmp/`), of \
+         `index.db` with any `-wal`/`-shm`, and of its other files (`format`). Reclaimed = freed − \
+         footprint, to the block.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| run | freed in the guests | store: index | store: directories | store: other | reclaimed |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for tool in [
+        Tool::VhashifyDefault,
+        Tool::VhashifyAll,
+        Tool::VhashifyIgnoreMtime,
+    ] {
+        let s = &samples[&(tool, Cache::Warm)];
+        let m = |f: fn(&Footprint) -> u64| {
+            median(&s.footprint.iter().map(|x| mib(f(x))).collect::<Vec<_>>())
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} |",
+            tool.label(),
+            m(|f| f.guests_freed),
+            m(|f| f.index),
+            m(|f| f.dirs),
+            m(|f| f.other),
+            median(&s.reclaimed.iter().map(|&b| mib(b)).collect::<Vec<_>>())
+        );
+    }
+    let _ = writeln!(md);
+
+    let _ = writeln!(
+        md,
         "## Where vhashify's time goes (median seconds per phase, warm)\n"
     );
-    let _ = writeln!(md, "| run | scan | hash | store objects | link paths |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| run | scan | hash | store objects | link paths | compact index |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     let phase_row = |md: &mut String, label: &str, s: &Samples| {
         let p = |k: &str| {
             median(
@@ -576,11 +671,12 @@ fn report(
         };
         let _ = writeln!(
             md,
-            "| {label} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {label} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             p("scan"),
             p("hash"),
             p("apply-objects"),
-            p("apply-links")
+            p("apply-links"),
+            p("compact")
         );
     };
     for tool in [
