@@ -303,6 +303,35 @@ fn inode_numbers_survive_the_kernel_forgetting_them() {
     });
     let after: Vec<u64> = names.iter().map(|n| inode(&m.path(n))).collect();
     assert_eq!(before, after, "inode numbers of {names:?}");
+
+    // Files replaced while open (their names move to successor nodes) while the kernel keeps
+    // forgetting: a forget racing the lookup that revalidates the name must not lose the number.
+    for i in 0..30 {
+        std::fs::write(l.dir("ro").join(format!("r{i}")), vec![b'x'; 100_000]).expect("write");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dropper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    for i in 0..30 {
+        let path = m.path(format!("r{i}"));
+        let ino = inode(&path);
+        let reader = File::open(&path).expect("reader");
+        let mut w = OpenOptions::new().write(true).open(&path).expect("writer");
+        w.write_all(b"CHANGED!").expect("write");
+        drop(w);
+        let _ = read_all(&path);
+        assert_eq!(inode(&path), ino, "r{i}: number lost to a racing forget");
+        drop(reader);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    dropper.join().expect("dropper");
 }
 
 #[test]
@@ -322,5 +351,74 @@ fn the_daemon_cannot_override_disk_quotas() {
             .expect("capability line");
         assert_eq!(caps & (1 << CAP_SYS_RESOURCE), 0, "{field} {caps:x}");
         assert_ne!(caps & (1 << CAP_SYS_ADMIN), 0, "{field} {caps:x}");
+    }
+}
+
+/// The kernel leaves dropping set-ID bits and file capabilities to the daemon (which spares a
+/// GETXATTR round trip per write: only the first write of an open file asks): writes and
+/// truncates by an unprivileged user must still drop them, with and without passthrough.
+#[test]
+fn writes_drop_set_id_bits_and_capabilities_without_a_request_per_write() {
+    let l = Layout::new();
+    for name in ["w", "t", "cap"] {
+        let p = l.dir("rw").join(name);
+        std::fs::write(&p, b"#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o6777))
+            .expect("chmod");
+    }
+    ok(Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(l.dir("rw/cap")));
+    for options in ["", ",nopassthrough"] {
+        let m = Mounted::new(&format!("{}{options}", l.dirs()), &l.dir("mnt"));
+        let before = stats(&m);
+        let out = sh_as(
+            1000,
+            1000,
+            &format!(
+                "exec 3>>{w}; for i in $(seq 20); do echo x >&3; done; exec 3>&- \
+                 && truncate -s 1 {t} && echo x >> {cap}",
+                w = m.path("w").display(),
+                t = m.path("t").display(),
+                cap = m.path("cap").display()
+            ),
+        );
+        assert!(out.status.success(), "{options}: {out:?}");
+        for name in ["w", "t", "cap"] {
+            let mode = std::fs::metadata(l.dir("rw").join(name)).expect("m").mode();
+            assert_eq!(
+                mode & 0o6000,
+                0,
+                "{options}: {name} kept set-ID bits: {mode:o}"
+            );
+            assert_eq!(
+                std::fs::metadata(m.path(name)).expect("m").mode() & 0o6000,
+                0,
+                "{options}: {name} through the mount"
+            );
+        }
+        let caps = ok(Command::new("getcap").arg(l.dir("rw/cap")));
+        assert!(
+            caps.stdout.is_empty(),
+            "{options}: capabilities kept: {caps:?}"
+        );
+        let d = delta(&before, &stats(&m));
+        // 22 writes and a truncate: the kernel asks until it has seen the bits dropped, a
+        // few times, not once per write.
+        assert!(
+            d.get("getxattr").copied().unwrap_or(0) < 10,
+            "{options}: a GETXATTR per write: {d:?}"
+        );
+        drop(m);
+        for name in ["w", "t", "cap"] {
+            std::fs::set_permissions(
+                l.dir("rw").join(name),
+                std::os::unix::fs::PermissionsExt::from_mode(0o6777),
+            )
+            .expect("chmod");
+        }
+        ok(Command::new("setcap")
+            .arg("cap_net_raw+ep")
+            .arg(l.dir("rw/cap")));
     }
 }

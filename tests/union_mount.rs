@@ -621,3 +621,51 @@ fn a_union_without_a_writable_branch_is_read_only() {
     assert_eq!(std::fs::read(l.dir("rw/f")).expect("copied up"), b"y");
     assert_eq!(std::fs::read(l.dir("ro/f")).expect("ro"), b"x");
 }
+
+#[test]
+fn unionctl_places_branches_before_and_after_others() {
+    let l = Layout::new();
+    std::fs::write(l.dir("ro/f"), b"ro").expect("write");
+    let (e1, e2) = (l.dir("e1"), l.dir("e2"));
+    for (d, content) in [(&e1, "e1"), (&e2, "e2")] {
+        std::fs::create_dir(d).expect("mkdir");
+        std::fs::write(d.join("f"), content).expect("write");
+    }
+    let m = l.mount();
+    let order = |m: &Mounted| -> Vec<String> {
+        let out = ok(unionctl().arg(&m.mnt).args(["list", "--json"]));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        list.as_array()
+            .expect("array")
+            .iter()
+            .map(|b| {
+                let p = b["path"].as_str().expect("path");
+                p.rsplit('/').next().expect("name").to_string()
+            })
+            .collect()
+    };
+    assert_eq!(std::fs::read(m.path("f")).expect("read"), b"ro");
+    ok(unionctl()
+        .arg(&m.mnt)
+        .args(["add", "--after"])
+        .arg(l.dir("rw"))
+        .arg(format!("{}=ro", e1.display())));
+    assert_eq!(order(&m), ["rw", "e1", "ro"]);
+    assert_eq!(std::fs::read(m.path("f")).expect("read"), b"e1");
+    ok(unionctl()
+        .arg(&m.mnt)
+        .args(["add", "--before"])
+        .arg(&e1)
+        .arg(format!("{}=ro", e2.display())));
+    assert_eq!(order(&m), ["rw", "e2", "e1", "ro"]);
+    assert_eq!(std::fs::read(m.path("f")).expect("read"), b"e2");
+    let err = fails(
+        unionctl()
+            .arg(&m.mnt)
+            .args(["add", "--before"])
+            .arg(l.dir("nowhere"))
+            .arg(format!("{}=ro", l.dir("store").display())),
+    );
+    assert!(err.contains("nowhere"), "{err}");
+    assert_eq!(order(&m), ["rw", "e2", "e1", "ro"], "nothing changed");
+}

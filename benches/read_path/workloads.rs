@@ -135,6 +135,10 @@ pub fn measure(
                 (w.warm_up)(target, &m, data)?;
             }
             one_run(&m)?;
+            drop(m);
+            // What a run wrote and its cleanup removed is flushed (and discarded) now, not
+            // during the next run.
+            nix::unistd::sync();
         }
     } else {
         let m = target.mount(data)?;

@@ -349,6 +349,71 @@ impl BranchSet {
 /// The real branches, seen through the [`BranchFs`] interface of the union rules.
 pub struct RealBranches<'a>(pub &'a BranchSet);
 
+/// [`RealBranches`] with the layers of one directory opened once: the lookups of a listing's
+/// entries are many lookups in the same directory, and each would otherwise walk the path from
+/// every branch root again.
+pub struct PinnedDir {
+    set: Arc<BranchSet>,
+    path: PathBuf,
+    layers: Vec<(usize, Option<OwnedFd>)>,
+}
+
+impl PinnedDir {
+    pub fn open(set: Arc<BranchSet>, path: &Path, layers: &[usize]) -> io::Result<PinnedDir> {
+        let real = RealBranches(&set);
+        let layers = layers
+            .iter()
+            .map(|&b| Ok((b, real.open_dir(b, path)?.map(|d| d.fd))))
+            .collect::<io::Result<_>>()?;
+        Ok(PinnedDir {
+            set,
+            path: path.to_path_buf(),
+            layers,
+        })
+    }
+
+    pub fn set(&self) -> &BranchSet {
+        &self.set
+    }
+}
+
+impl BranchFs for PinnedDir {
+    type Dir = BranchDir;
+
+    fn open_dir(&self, branch: usize, path: &Path) -> io::Result<Option<BranchDir>> {
+        if path == self.path
+            && let Some((_, fd)) = self.layers.iter().find(|(b, _)| *b == branch)
+        {
+            return fd
+                .as_ref()
+                .map(|fd| {
+                    Ok(BranchDir {
+                        branch,
+                        fd: fd.try_clone()?,
+                    })
+                })
+                .transpose();
+        }
+        RealBranches(&self.set).open_dir(branch, path)
+    }
+
+    fn stat_at(&self, dir: &BranchDir, name: &OsStr) -> io::Result<Option<Stat>> {
+        RealBranches(&self.set).stat_at(dir, name)
+    }
+
+    fn is_opaque(&self, dir: &BranchDir) -> io::Result<bool> {
+        RealBranches(&self.set).is_opaque(dir)
+    }
+
+    fn is_device_whiteout(&self, dir: &BranchDir, name: &OsStr, st: &Stat) -> io::Result<bool> {
+        RealBranches(&self.set).is_device_whiteout(dir, name, st)
+    }
+
+    fn read_dir(&self, dir: &BranchDir) -> io::Result<Vec<(std::ffi::OsString, Option<FileKind>)>> {
+        RealBranches(&self.set).read_dir(dir)
+    }
+}
+
 /// A directory of one branch, opened for `*at` calls.
 pub struct BranchDir {
     pub branch: usize,

@@ -42,6 +42,9 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
+    /// The caller may not keep set-ID bits (it lacks CAP_FSETID): a truncate drops them, as the
+    /// kernel leaves that to the filesystem (see [`kill_privileges`]).
+    pub unprivileged: bool,
 }
 
 /// Filesystem statistics (of the writable branch, or the first one).
@@ -135,10 +138,12 @@ impl UnionFs {
         let only_size = attr
             == SetAttr {
                 size: attr.size,
+                unprivileged: attr.unprivileged,
                 ..SetAttr::default()
             };
         if let (Some(h), Some(size), true) = (&handle, attr.size, only_size) {
             nix::unistd::ftruncate(h.file.as_fd(), size as libc::off_t)?;
+            kill_privileges(h.file.as_fd(), attr.unprivileged)?;
             return self.attr_of_open(&node, h);
         }
         let loc = match self.ensure_private(&set, &node, attr.size) {
@@ -174,6 +179,7 @@ impl UnionFs {
                 Mode::empty(),
             )?;
             nix::unistd::ftruncate(f.as_fd(), size as libc::off_t)?;
+            kill_privileges(f.as_fd(), attr.unprivileged)?;
         }
         if attr.atime.is_some() || attr.mtime.is_some() {
             nix::sys::stat::utimensat(
@@ -203,6 +209,7 @@ impl UnionFs {
         }
         if let Some(size) = attr.size {
             nix::unistd::ftruncate(fd, size as libc::off_t)?;
+            kill_privileges(fd, attr.unprivileged)?;
         }
         if attr.atime.is_some() || attr.mtime.is_some() {
             nix::sys::stat::futimens(fd, &time_spec(attr.atime), &time_spec(attr.mtime))?;
@@ -226,7 +233,8 @@ impl UnionFs {
     /// comes later sees it and gives the name a new node instead of replacing the file under
     /// this one. Conversely an open of a node whose name moved on answers ESTALE: the kernel
     /// then looks the name up again and opens the new node.
-    pub fn open(&self, id: NodeId, flags: i32) -> io::Result<u64> {
+    /// `unprivileged`: the caller may not keep set-ID bits, which an `O_TRUNC` then drops.
+    pub fn open(&self, id: NodeId, flags: i32, unprivileged: bool) -> io::Result<u64> {
         let node = self.nodes.get(id)?;
         if node.is_dir() {
             return Err(sys::err(libc::EISDIR));
@@ -249,6 +257,9 @@ impl UnionFs {
             self.locate(&set, &node)?
         };
         let file = self.open_located(&loc, flags)?;
+        if truncate {
+            kill_privileges(file.as_fd(), unprivileged)?;
+        }
         Ok(self.add_open(id, file, modifies))
     }
 
@@ -317,12 +328,15 @@ impl UnionFs {
         Ok(buf)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
+    /// Writes through the daemon (no passthrough); `kill_setid` is the kernel's request to
+    /// drop set-ID bits (the writer lacks CAP_FSETID).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill_setid: bool) -> io::Result<usize> {
         let h = self.open_file(fh)?;
         if !h.writable {
             return Err(sys::err(libc::EBADF));
         }
         h.file.write_all_at(data, offset)?;
+        kill_privileges(h.file.as_fd(), kill_setid)?;
         Ok(data.len())
     }
 
@@ -579,6 +593,33 @@ impl UnionFs {
         }
         Ok(())
     }
+}
+
+/// What the kernel does to a file that is written or truncated, done by the daemon because the
+/// mount asks the filesystem to do it (`FUSE_HANDLE_KILLPRIV_V2`, which spares a GETXATTR
+/// round trip per write): file capabilities go; with `setid`, for a caller lacking CAP_FSETID,
+/// the set-user-ID bit goes, and the set-group-ID bit when the group may execute. (The daemon
+/// writes as root, so the backing filesystem would not drop them by itself; passthrough writes
+/// run with the daemon's credentials minus CAP_FSETID, see `fuse.rs`, and do get them dropped.)
+pub(crate) fn kill_privileges(fd: std::os::fd::BorrowedFd<'_>, setid: bool) -> io::Result<()> {
+    match sys::remove_xattr(sys::XattrTarget::Fd(fd), OsStr::new("security.capability")) {
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => {
+            return Err(e);
+        }
+        _ => {}
+    }
+    if !setid {
+        return Ok(());
+    }
+    let mode = sys::fstat(fd)?.mode & 0o7777;
+    let mut kept = mode & !libc::S_ISUID;
+    if kept & libc::S_IXGRP != 0 {
+        kept &= !libc::S_ISGID;
+    }
+    if kept != mode {
+        nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(kept))?;
+    }
+    Ok(())
 }
 
 /// The inode number shown by a plain `readdir` for a name the kernel has not looked up yet

@@ -42,6 +42,10 @@ pub struct KernelCache {
     /// Read-only opens of files smaller than this are served through the daemon and the
     /// kernel's page cache instead of passthrough (writable opens always pass through).
     pub passthrough_min: u64,
+    /// Let the kernel cache symlink targets (no READLINK per resolution).
+    pub cache_symlinks: bool,
+    /// Let the kernel run lookups and listings of one directory in parallel.
+    pub parallel_dirops: bool,
 }
 
 impl Default for KernelCache {
@@ -53,6 +57,8 @@ impl Default for KernelCache {
             opendir: false,
             readdirplus: true,
             passthrough_min: 64 * 1024,
+            cache_symlinks: true,
+            parallel_dirops: true,
         }
     }
 }
@@ -120,17 +126,21 @@ impl FuseAdapter {
     }
 
     /// Answers an open of `fh` (file node `node`), through passthrough when possible.
-    fn reply_open(&self, reply: ReplyOpen, node: u64, fh: u64) {
-        match self.open_mode(node, fh, |f| reply.open_backing(f)) {
+    fn reply_open(&self, reply: ReplyOpen, node: u64, fh: u64, privileged: bool) {
+        match self.open_mode(node, fh, privileged, |f| reply.open_backing(f)) {
             (Mode::Passthrough(id), flags) => reply.opened_passthrough(FileHandle(fh), flags, &id),
             (Mode::Cached { .. }, flags) => reply.opened(FileHandle(fh), flags),
         }
     }
 
+    /// How open `fh` of `node` is answered. A backing file registered here writes with the
+    /// daemon's credentials; for an unprivileged opener they lack CAP_FSETID (see
+    /// [`without_fsetid`]); later opens of the node share the backing file as registered.
     fn open_mode(
         &self,
         node: u64,
         fh: u64,
+        privileged: bool,
         register: impl FnOnce(&std::fs::File) -> io::Result<fuser::BackingId>,
     ) -> (Mode, FopenFlags) {
         // Flushing does nothing here (writes reach the backing file at once): spare the
@@ -154,7 +164,11 @@ impl FuseAdapter {
                     wants_passthrough: open.writable || st.size >= self.cache.passthrough_min,
                 },
                 |f| {
-                    let id = register(f)?;
+                    let id = if privileged {
+                        register(f)?
+                    } else {
+                        without_fsetid(|| register(f))?
+                    };
                     self.count(Op::BackingRegistered);
                     Ok(id)
                 },
@@ -179,6 +193,29 @@ fn errno(e: io::Error) -> Errno {
         tracing::warn!(error = %e, "error without errno; answering EIO");
     }
     Errno::from(e)
+}
+
+/// Whether the caller is taken to lack CAP_FSETID (the kernel does not tell): anyone but root.
+fn unprivileged(req: &Request) -> bool {
+    req.uid() != 0
+}
+
+/// Runs `f` without CAP_FSETID in this thread's effective set. A passthrough backing file
+/// writes with the credentials of whoever registered it: without CAP_FSETID, the backing
+/// filesystem drops set-ID bits on every write through it, as the kernel does for an
+/// unprivileged writer. (A node's opens share one backing file: an unprivileged writer joining
+/// a root's open of a set-ID file keeps the bits, as if root wrote.)
+fn without_fsetid<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    use caps::{CapSet, Capability};
+    let had = caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap_or(false);
+    if had {
+        caps::drop(None, CapSet::Effective, Capability::CAP_FSETID).map_err(io::Error::other)?;
+    }
+    let r = f();
+    if had && let Err(e) = caps::raise(None, CapSet::Effective, Capability::CAP_FSETID) {
+        tracing::error!(error = %e, "cannot take CAP_FSETID back");
+    }
+    r
 }
 
 fn caller(req: &Request) -> Caller {
@@ -280,15 +317,34 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Ask for what saves round trips; each one the kernel lacks is simply not used.
         let mut wanted = vec![
+            (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic O_TRUNC"),
+            // Set-ID bits and capabilities are dropped here, not by the kernel, which would
+            // otherwise ask GETXATTR(security.capability) before every single write.
             (
+                InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+                "privilege dropping by the filesystem",
+            ),
+        ];
+        for (on, flag, what) in [
+            (
+                self.cache.parallel_dirops,
                 InitFlags::FUSE_PARALLEL_DIROPS,
                 "parallel directory operations",
             ),
-            (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic O_TRUNC"),
-            (InitFlags::FUSE_CACHE_SYMLINKS, "symlink caching"),
-        ];
-        if self.cache.readdirplus {
-            wanted.push((InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"));
+            (
+                self.cache.cache_symlinks,
+                InitFlags::FUSE_CACHE_SYMLINKS,
+                "symlink caching",
+            ),
+            (
+                self.cache.readdirplus,
+                InitFlags::FUSE_DO_READDIRPLUS,
+                "readdirplus",
+            ),
+        ] {
+            if on {
+                wanted.push((flag, what));
+            }
         }
         for (flag, what) in wanted {
             if let Err(missing) = config.add_capabilities(flag) {
@@ -343,7 +399,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -367,6 +423,7 @@ impl Filesystem for FuseAdapter {
             size,
             atime: set_time(atime),
             mtime: set_time(mtime),
+            unprivileged: unprivileged(req),
         };
         self.reply_attr(reply, self.fs.setattr(ino.0, attr, fh.map(|f| f.0)))
     }
@@ -468,10 +525,10 @@ impl Filesystem for FuseAdapter {
         self.reply_entry(reply, self.fs.link(ino.0, newparent.0, newname));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.count(Op::Open);
-        match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => self.reply_open(reply, ino.0, fh),
+        match self.fs.open(ino.0, flags.0, unprivileged(req)) {
+            Ok(fh) => self.reply_open(reply, ino.0, fh, !unprivileged(req)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -501,13 +558,14 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         self.count(Op::Write);
-        match self.fs.write(fh.0, offset, data) {
+        let kill_setid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.fs.write(fh.0, offset, data, kill_setid) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -612,6 +670,10 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(errno(e)),
         };
         let ttl = self.entry_ttl();
+        let lookups = match self.fs.dir_lookups(ino.0) {
+            Ok(l) => l,
+            Err(e) => return reply.error(errno(e)),
+        };
         for e in entries {
             let name = e.item.name.as_bytes();
             if name == b"." || name == b".." {
@@ -632,7 +694,7 @@ impl Filesystem for FuseAdapter {
                 continue;
             }
             // Each entry the kernel receives counts as a lookup; one that does not fit is undone.
-            let (node, st) = match self.fs.lookup(ino.0, &e.item.name) {
+            let (node, st) = match self.fs.lookup_prepared(&lookups, &e.item.name) {
                 Ok(found) => found,
                 Err(_) => continue, // vanished since the listing was read
             };
@@ -748,7 +810,7 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(errno(e)),
         };
         let (attr, _, ttl) = self.entry_attr(&node, &st);
-        match self.open_mode(node.id, fh, |f| reply.open_backing(f)) {
+        match self.open_mode(node.id, fh, !unprivileged(req), |f| reply.open_backing(f)) {
             (Mode::Passthrough(id), flags) => reply.created_passthrough(
                 &ttl,
                 &attr,

@@ -372,35 +372,53 @@ impl NodeTable {
         if id == ROOT {
             return;
         }
-        let removed = self.nodes.with_mut(&id, |nodes| {
-            let node = nodes.get(&id)?;
-            let prev = node
-                .lookups
-                .fetch_sub(n.min(node.lookups()), Ordering::Relaxed);
-            if prev <= n { nodes.remove(&id) } else { None }
-        });
-        if let Some(node) = removed {
-            let (aliases, identity, backing) = {
-                let st = node.state.lock();
-                (st.aliases.clone(), st.identity, st.backing)
-            };
-            for a in aliases {
-                let key = (a.parent, a.name);
-                if self.names.remove_if(&key, |&v| v == id).is_some()
-                    && let Some(backing) = backing
-                {
-                    let r = Retired {
-                        id,
-                        ino: node.ino,
-                        kind: node.kind,
-                        backing,
-                    };
-                    self.retired.insert(key, r);
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        let prev = node
+            .lookups
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                Some(l.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if prev > n {
+            return;
+        }
+        let (aliases, identity, backing) = {
+            let st = node.state.lock();
+            (st.aliases.clone(), st.identity, st.backing)
+        };
+        // Under each name's lock (the lock a lookup of that name holds), so that a lookup
+        // racing this forget either takes a new reference first (the node stays) or finds the
+        // record this leaves (and the same number).
+        let remove = || self.nodes.remove_if(&id, |n| n.lookups() == 0).is_some();
+        let mut removed = false;
+        for a in &aliases {
+            let key = (a.parent, a.name.clone());
+            let gone = self.names.with_mut(&key, |names| {
+                removed = removed || remove();
+                if removed && names.get(&key) == Some(&id) {
+                    names.remove(&key);
+                    if let Some(backing) = backing {
+                        let r = Retired {
+                            id,
+                            ino: node.ino,
+                            kind: node.kind,
+                            backing,
+                        };
+                        self.retired.insert(key.clone(), r);
+                    }
                 }
+                removed
+            });
+            if !gone {
+                return; // looked up again meanwhile
             }
-            if let Some(identity) = identity {
-                self.identities.remove_if(&identity, |&v| v == id);
-            }
+        }
+        if (removed || remove())
+            && let Some(identity) = identity
+        {
+            self.identities.remove_if(&identity, |&v| v == id);
         }
     }
 

@@ -18,13 +18,19 @@ use nix::sys::stat::Mode;
 use nix::unistd::UnlinkatFlags;
 
 use crate::attr::{FileKind, Stat};
-use crate::branch::{BranchSet, RealBranches, open_beneath, remove_tree_at};
+use crate::branch::{BranchDir, BranchSet, PinnedDir, RealBranches, open_beneath, remove_tree_at};
 use crate::copyup::{self, Install, NewKind, Owner};
 use crate::inode::{self, Node, NodeId, Place};
 use crate::sys;
-use crate::union::{self, Found};
+use crate::union::{self, BranchFs, Found};
 use crate::unionfs::{Caller, CopyUp, UnionFs, check_name, identity_for, is_marked, is_marked_at};
 use crate::whiteout;
+
+/// Lookups of many names in one directory (see [`UnionFs::dir_lookups`]).
+pub struct DirLookups {
+    dir: DirCtx,
+    pinned: PinnedDir,
+}
 
 /// A directory an operation works in.
 pub(crate) struct DirCtx {
@@ -60,26 +66,51 @@ impl UnionFs {
 
     /// Looks `name` up in directory `parent`; the kernel will `forget` the returned node.
     pub fn lookup(&self, parent: NodeId, name: &OsStr) -> io::Result<(Arc<Node>, Stat)> {
+        let set = self.snapshot();
+        let dir = self.dir_ctx(&set, parent)?;
+        self.lookup_in(&set, &dir, &RealBranches(&set), name)
+    }
+
+    /// Prepares lookups of many names of `parent` (the entries of a READDIRPLUS reply): the
+    /// directory's layers are opened once instead of once per name.
+    pub fn dir_lookups(&self, parent: NodeId) -> io::Result<DirLookups> {
+        let set = self.snapshot();
+        let dir = self.dir_ctx(&set, parent)?;
+        let pinned = PinnedDir::open(set, &dir.path, &dir.place.layers)?;
+        Ok(DirLookups { dir, pinned })
+    }
+
+    /// One lookup prepared by [`UnionFs::dir_lookups`]; the kernel will `forget` the node.
+    pub fn lookup_prepared(&self, d: &DirLookups, name: &OsStr) -> io::Result<(Arc<Node>, Stat)> {
+        self.lookup_in(d.pinned.set(), &d.dir, &d.pinned, name)
+    }
+
+    fn lookup_in<F: BranchFs<Dir = BranchDir>>(
+        &self,
+        set: &BranchSet,
+        dir: &DirCtx,
+        fs: &F,
+        name: &OsStr,
+    ) -> io::Result<(Arc<Node>, Stat)> {
         check_name(name)?;
         if whiteout::is_hidden(name) {
             return Err(sys::err(libc::ENOENT));
         }
-        let set = self.snapshot();
-        let dir = self.dir_ctx(&set, parent)?;
         let stamp = self.stamp();
-        let found = self
-            .find(&set, &dir, name)?
+        let found = union::lookup(fs, &dir.path, &dir.place.layers, name)?
             .ok_or_else(|| sys::err(libc::ENOENT))?;
         let kind = found.stat.kind().ok_or_else(|| sys::err(libc::EIO))?;
         let marked = if found.stat.is_file() && found.stat.nlink > 1 {
-            let bdir = set.get(found.branch)?.open_dir(&dir.path)?;
-            is_marked_at(bdir.as_fd(), name)?
+            match fs.open_dir(found.branch, &dir.path)? {
+                Some(bdir) => is_marked_at(bdir.fd.as_fd(), name)?,
+                None => return Err(sys::err(libc::ENOENT)),
+            }
         } else {
             false
         };
         let layers = found.layers.len();
         let node = self.nodes.lookup(
-            parent,
+            dir.node.id,
             name,
             inode::Found {
                 kind,

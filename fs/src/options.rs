@@ -49,7 +49,7 @@ pub struct MountOptions {
     pub attr_timeout: Duration,
     pub negative_timeout: Duration,
     /// The kernel shortcuts (`passthrough`, `keep_cache`, `cache_dir`, `opendir`,
-    /// `readdirplus`, each with a `no` form).
+    /// `readdirplus`, `cache_symlinks`, `parallel_dirops`, each with a `no` form).
     pub kernel: KernelCache,
 }
 
@@ -336,6 +336,10 @@ pub fn parse(source: &str, option_strings: &[&str]) -> Result<MountOptions, Opti
                 "opendir" => o.kernel.opendir = true,
                 "noopendir" => o.kernel.opendir = false,
                 "passthrough_min" => o.kernel.passthrough_min = bytes(key, need(value)?)?,
+                "cache_symlinks" => o.kernel.cache_symlinks = true,
+                "nocache_symlinks" => o.kernel.cache_symlinks = false,
+                "parallel_dirops" => o.kernel.parallel_dirops = true,
+                "noparallel_dirops" => o.kernel.parallel_dirops = false,
                 "readdirplus" => o.kernel.readdirplus = true,
                 "noreaddirplus" => o.kernel.readdirplus = false,
                 "entry_timeout" => o.entry_timeout = seconds(key, need(value)?)?,
@@ -459,10 +463,11 @@ mod tests {
         assert_eq!(o.entry_timeout, Duration::from_millis(2500));
         let o = parse(
             "none",
-            &["dirs=/a,nopassthrough,passthrough_min=4M,opendir,noreaddirplus"],
+            &["dirs=/a,nopassthrough,passthrough_min=4M,opendir,noreaddirplus,nocache_symlinks,noparallel_dirops"],
         )
         .expect("kernel options");
         assert!(!o.kernel.passthrough && o.kernel.opendir && !o.kernel.readdirplus);
+        assert!(!o.kernel.cache_symlinks && !o.kernel.parallel_dirops);
         assert_eq!(o.kernel.passthrough_min, 4 << 20);
         for bad in [
             "passthrough_min=",

@@ -74,7 +74,7 @@ impl Fixture {
 
     fn read(&self, path: &str) -> Vec<u8> {
         let id = self.node(path).expect("lookup");
-        let fh = self.fs.open(id, libc::O_RDONLY).expect("open");
+        let fh = self.fs.open(id, libc::O_RDONLY, false).expect("open");
         let data = self.fs.read(fh, 0, 1 << 20).expect("read");
         self.fs.release(fh);
         data
@@ -82,8 +82,8 @@ impl Fixture {
 
     fn write(&self, path: &str, offset: u64, data: &[u8]) {
         let id = self.node(path).expect("lookup");
-        let fh = self.fs.open(id, libc::O_WRONLY).expect("open");
-        self.fs.write(fh, offset, data).expect("write");
+        let fh = self.fs.open(id, libc::O_WRONLY, false).expect("open");
+        self.fs.write(fh, offset, data, false).expect("write");
         self.fs.release(fh);
     }
 
@@ -389,7 +389,7 @@ fn long_names_in_lower_branches_are_whited_out_with_devices() {
     let (_, _, fh) =
         f.fs.create(ROOT, OsStr::new(&long), 0o644, libc::O_WRONLY, USER)
             .expect("re-create");
-    f.fs.write(fh, 0, b"new").expect("write");
+    f.fs.write(fh, 0, b"new", false).expect("write");
     f.fs.release(fh);
     assert_eq!(f.read(&long), b"new");
 }
@@ -506,6 +506,106 @@ fn unified_files_are_broken_before_any_modification() {
 }
 
 #[test]
+fn chown_utimes_removexattr_and_writable_opens_break_the_link_too() {
+    let f = fixture(|rw, _, store| {
+        for (k, name) in [
+            (11u8, "chown"),
+            (12, "utimes"),
+            (13, "rdwr"),
+            (14, "trunc-open"),
+        ] {
+            unified(store, k, format!("{name} me").as_bytes(), &rw.join(name));
+        }
+        let obj = unified(store, 15, b"removexattr me", &rw.join("rmxattr"));
+        cowfs_fs::sys::set_xattr(
+            cowfs_fs::sys::XattrTarget::At(
+                std::os::fd::AsFd::as_fd(&std::fs::File::open(store).expect("store")),
+                obj.file_name().expect("name"),
+            ),
+            OsStr::new("user.note"),
+            b"v",
+            0,
+        )
+        .expect("user xattr on the object");
+    });
+    let obj = |k: u8| f.store.join(format!("obj{k}"));
+    let print = |k: u8| {
+        let m = std::fs::metadata(obj(k)).expect("object");
+        let data = std::fs::read(obj(k)).expect("object");
+        (
+            m.ino(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.mtime_nsec(),
+            data,
+        )
+    };
+    let before: Vec<_> = (11..=15).map(print).collect();
+    let broken = |name: &str, k: u8| {
+        assert_ne!(
+            std::fs::metadata(f.rw.join(name)).expect("path").ino(),
+            std::fs::metadata(obj(k)).expect("object").ino(),
+            "{name}: still linked to the object"
+        );
+    };
+    let id = f.node("chown").expect("chown");
+    f.fs.setattr(
+        id,
+        SetAttr {
+            uid: Some(1000),
+            gid: Some(1000),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .expect("chown");
+    broken("chown", 11);
+    assert_eq!(
+        std::fs::metadata(f.rw.join("chown")).expect("m").uid(),
+        1000
+    );
+    let id = f.node("utimes").expect("utimes");
+    f.fs.setattr(
+        id,
+        SetAttr {
+            mtime: Some(cowfs_fs::fileops::SetTime::At(cowfs_fs::attr::Timespec {
+                sec: 1_000_000,
+                nsec: 5,
+            })),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .expect("utimes");
+    broken("utimes", 12);
+    assert_eq!(
+        std::fs::metadata(f.rw.join("utimes")).expect("m").mtime(),
+        1_000_000
+    );
+    // Opening for writing breaks the link before anything is written.
+    let id = f.node("rdwr").expect("rdwr");
+    let fh = f.fs.open(id, libc::O_RDWR, false).expect("open O_RDWR");
+    broken("rdwr", 13);
+    f.fs.release(fh);
+    assert_eq!(f.read("rdwr"), b"rdwr me");
+    let id = f.node("trunc-open").expect("trunc-open");
+    let fh =
+        f.fs.open(id, libc::O_WRONLY | libc::O_TRUNC, false)
+            .expect("open O_TRUNC");
+    f.fs.release(fh);
+    broken("trunc-open", 14);
+    assert_eq!(f.read("trunc-open"), b"");
+    let id = f.node("rmxattr").expect("rmxattr");
+    f.fs.removexattr(id, OsStr::new("user.note"))
+        .expect("removexattr");
+    broken("rmxattr", 15);
+    let after: Vec<_> = (11..=15).map(print).collect();
+    assert_eq!(before, after, "no store object changed");
+}
+
+#[test]
 fn hard_links_share_a_node_and_see_each_others_changes() {
     let f = fixture(|rw, _, _| {
         std::fs::write(rw.join("a"), b"1").expect("w");
@@ -550,7 +650,7 @@ fn no_writable_branch_means_erofs() {
     );
     let f = fs.lookup(ROOT, OsStr::new("f")).expect("lookup").0.id;
     assert_eq!(
-        Fixture::errno(fs.open(f, libc::O_WRONLY)),
+        Fixture::errno(fs.open(f, libc::O_WRONLY, false)),
         Some(libc::EROFS)
     );
     assert_eq!(
@@ -561,7 +661,9 @@ fn no_writable_branch_means_erofs() {
         Fixture::errno(fs.unlink(ROOT, OsStr::new("f"))),
         Some(libc::EROFS)
     );
-    let fh = fs.open(f, libc::O_RDONLY).expect("read-only open works");
+    let fh = fs
+        .open(f, libc::O_RDONLY, false)
+        .expect("read-only open works");
     assert_eq!(fs.read(fh, 0, 10).expect("read"), b"x");
 }
 

@@ -26,8 +26,10 @@ pub struct Args {
     /// don't change branches behind a mount's back, use unionctl). Kernel
     /// fast path, each on by default and off with the "no" form: passthrough (file data served
     /// by the kernel; passthrough_min=SIZE, default 64K, is the smallest file a read-only open
-    /// passes through), keep_cache, cache_dir, readdirplus; opendir (off by default: the
-    /// kernel then reads directories without opening them).
+    /// passes through), keep_cache, cache_dir, readdirplus, cache_symlinks, parallel_dirops;
+    /// opendir (off by default: the kernel then reads directories without opening them).
+    /// Multi-threaded: threads=N (default: the CPUs, 2 to 8) and noclone_fd. The kernel always
+    /// checks permissions (default_permissions): the daemon relies on it.
     #[arg(short = 'o', value_name = "OPTIONS", required = true)]
     pub options: Vec<String>,
     /// Stay in the foreground, logging to stderr, instead of detaching once mounted.
