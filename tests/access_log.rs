@@ -365,3 +365,43 @@ fn bad_input_is_refused_clearly() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
 }
+
+/// On a cowfs union root the kernel serves large files through passthrough (the page cache
+/// filled is the backing file's, in the template branch) and small ones through the mount's
+/// own page cache: both are recorded, under the path the guest used.
+#[test]
+fn a_union_root_is_traced_through_passthrough_and_the_page_cache() {
+    let c = Contexts::new();
+    let template = context_support::guest(c.dir.path(), "template");
+    let (private, root) = (c.dir.path().join("private"), c.dir.path().join("root"));
+    for d in [&private, &root] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    std::fs::create_dir_all(template.join("srv")).expect("mkdir");
+    cold_file(&template.join("srv/large"), 400 << 10); // passthrough (≥ 64 KiB)
+    cold_file(&template.join("srv/small"), 20 << 10); // the mount's page cache
+    let branches = format!("{}=rw:{}=ro", private.display(), template.display());
+    c.ok(&[
+        "create",
+        "--xid",
+        "24",
+        "--name",
+        "unioned",
+        "--root",
+        root.to_str().expect("utf-8"),
+        "--branches",
+        &branches,
+    ]);
+    // A first run mounts the root, so the trace can walk it.
+    run_in(&c, "unioned", &["true"]);
+    let (mut st, session) = start(&c, "unioned", 8 << 20);
+    run_in(&c, "unioned", &["cat", "/srv/large", "/srv/small"]);
+    let log = session.finish(&mut st).expect("finish");
+    for (path, len) in [("srv/large", 400 << 10), ("srv/small", 20 << 10)] {
+        let f = find(&log, path).unwrap_or_else(|| panic!("{path} not in {:#?}", log.files));
+        assert_eq!(f.status, Status::Present, "{f:?}");
+        assert_eq!(f.read, [[0, len]], "{path}: {f:?}");
+    }
+    assert_eq!(log.dropped, 0);
+    c.ok(&["destroy", "unioned"]);
+}

@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Command::Remove { path } => *path = confine(&s.root, path),
-                Command::List => {}
+                Command::List | Command::Stats => {}
             }
             serde_json::to_vec(&req).expect("a parsed request serialises")
         }
