@@ -24,7 +24,16 @@ pub fn open_root(root: &Path) -> nix::Result<OwnedFd> {
 /// Opens `rel` beneath `root` read-only, following no symlink. Tries `O_NOATIME` first (a
 /// preload should not look like a guest's access), without it where that is not permitted.
 pub fn open_file(root: impl AsFd, rel: &Path) -> nix::Result<OwnedFd> {
-    let base = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    open_beneath(root, rel, OFlag::empty())
+}
+
+/// Opens the directory `rel` beneath `root` for listing, as [`open_file`] opens a file.
+pub fn open_dir(root: impl AsFd, rel: &Path) -> nix::Result<OwnedFd> {
+    open_beneath(root, rel, OFlag::O_DIRECTORY)
+}
+
+fn open_beneath(root: impl AsFd, rel: &Path, extra: OFlag) -> nix::Result<OwnedFd> {
+    let base = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | extra;
     let how = |flags: OFlag| {
         OpenHow::new().flags(flags).resolve(
             ResolveFlag::RESOLVE_BENEATH
@@ -53,6 +62,15 @@ mod tests {
         std::os::unix::fs::symlink("d", root.join("dlink")).expect("ln");
         let fd = open_root(&root).expect("root");
         assert!(open_file(&fd, Path::new("d/f")).is_ok());
+        assert!(open_dir(&fd, Path::new("d")).is_ok());
+        assert!(
+            open_dir(&fd, Path::new("d/f")).is_err(),
+            "a file opened as a directory"
+        );
+        assert!(
+            open_dir(&fd, Path::new("dlink")).is_err(),
+            "a symlink followed"
+        );
         for bad in ["link", "dlink/f", "../host", "/etc/passwd"] {
             assert!(open_file(&fd, Path::new(bad)).is_err(), "{bad} opened");
         }

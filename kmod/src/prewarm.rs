@@ -16,9 +16,18 @@
 //!
 //! Every file is opened beneath the root ([`crate::beneath`]) and checked against the hot set
 //! first: a file whose type, size, mtime or head fingerprint changed is skipped and reported.
+//!
+//! The directories on the way to the hot files are listed first. A cold start spends as much on
+//! metadata as on data: every path lookup walks those directories, and module loaders (Python's
+//! importlib, the dynamic linker's search) list or probe them. Through a FUSE mount with
+//! readdirplus, one listing brings every entry's name and attributes into the kernel's caches
+//! (and the backing inodes into the daemon's filesystem's), so those lookups no longer wait for
+//! a round trip and a disk read each. Listing, not `stat`ing every entry, keeps this cheap on a
+//! plain directory, where a big directory's entries would each cost a disk read.
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -89,6 +98,9 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// Files not reached because of `max_bytes`.
     pub over_budget: usize,
+    /// Directories on the way to the hot files that were listed, and their entries.
+    pub dirs_listed: usize,
+    pub dir_entries: u64,
     pub method: Method,
     pub workers: usize,
     pub elapsed_ms: u64,
@@ -98,10 +110,11 @@ impl Report {
     /// One line: what was loaded, how fast.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "prewarm: {} of {} files, {:.1} MiB in {} ms ({}, {} workers)",
+            "prewarm: {} of {} files, {:.1} MiB, {} directories in {} ms ({}, {} workers)",
             self.loaded,
             self.files,
             self.bytes as f64 / 1048576.0,
+            self.dirs_listed,
             self.elapsed_ms,
             match self.method {
                 Method::Read => "read",
@@ -205,6 +218,36 @@ fn load(fd: &OwnedFd, file: &HotFile, method: Method, buf: &mut [u8]) -> std::io
     Ok(bytes)
 }
 
+/// Every directory on the way to a hot file (the root itself is open already), parents first.
+fn dirs_of(set: &HotSet) -> Vec<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    for f in &set.files {
+        let path = decode_path(&f.path);
+        dirs.extend(
+            path.ancestors()
+                .skip(1)
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(Path::to_path_buf),
+        );
+    }
+    // Sorted paths put a parent before its children: a child's listing finds its own entry
+    // in the parent cached already.
+    dirs.into_iter().collect()
+}
+
+/// Lists `dir` beneath `root`; the number of entries, or `None` when it cannot be listed (a
+/// directory that changed is the files' problem: their own checks report it).
+fn list(root: &OwnedFd, dir: &Path) -> Option<u64> {
+    let fd = beneath::open_dir(root, dir).ok()?;
+    let mut d = nix::dir::Dir::from_fd(fd).ok()?;
+    let mut n = 0;
+    for entry in d.iter() {
+        entry.ok()?;
+        n += 1;
+    }
+    Some(n)
+}
+
 fn one(root: &OwnedFd, file: &HotFile, method: Method, buf: &mut [u8]) -> Outcome {
     let path = decode_path(&file.path);
     let fd = match beneath::open_file(root, &path) {
@@ -226,6 +269,10 @@ fn one(root: &OwnedFd, file: &HotFile, method: Method, buf: &mut [u8]) -> Outcom
     }
 }
 
+fn worker_panicked() -> Error {
+    Error::io("prewarm", std::io::Error::other("a worker panicked"))
+}
+
 /// Loads `set` into the page cache through `root` (the guest's root as the guest sees it).
 pub fn prewarm(root: &Path, set: &HotSet, opts: &Options) -> Result<Report> {
     let clock = Instant::now();
@@ -233,7 +280,10 @@ pub fn prewarm(root: &Path, set: &HotSet, opts: &Options) -> Result<Report> {
         .map_err(|e| Error::sys(format!("opening {}", root.display()), e))?;
     let workers = opts.workers.clamp(1, 64);
     let budget = opts.max_bytes.unwrap_or(u64::MAX);
-    // Files are handed out in hot-set order; the budget is taken when a file is handed out.
+    let dirs = dirs_of(set);
+    let listed = Mutex::new((0usize, 0u64));
+    // Directories, then files in hot-set order, are handed out from one counter; the budget is
+    // taken when a file is handed out.
     let next = Mutex::new((0usize, 0u64));
     let outcomes: Mutex<Vec<Option<Outcome>>> =
         Mutex::new((0..set.files.len()).map(|_| None).collect());
@@ -245,8 +295,18 @@ pub fn prewarm(root: &Path, set: &HotSet, opts: &Options) -> Result<Report> {
                     let claim = {
                         let Ok(mut n) = next.lock() else { return };
                         let (i, used) = *n;
-                        let Some(file) = set.files.get(i) else { return };
                         n.0 += 1;
+                        if let Some(dir) = dirs.get(i) {
+                            drop(n);
+                            if let (Some(entries), Ok(mut l)) = (list(&root_fd, dir), listed.lock())
+                            {
+                                l.0 += 1;
+                                l.1 += entries;
+                            }
+                            continue;
+                        }
+                        let i = i - dirs.len();
+                        let Some(file) = set.files.get(i) else { return };
                         if used.saturating_add(file.bytes()) > budget {
                             Err(i)
                         } else {
@@ -265,15 +325,16 @@ pub fn prewarm(root: &Path, set: &HotSet, opts: &Options) -> Result<Report> {
             });
         }
     });
-    let outcomes = outcomes
-        .into_inner()
-        .map_err(|_| Error::io("prewarm", std::io::Error::other("a worker panicked")))?;
+    let outcomes = outcomes.into_inner().map_err(|_| worker_panicked())?;
+    let (dirs_listed, dir_entries) = listed.into_inner().map_err(|_| worker_panicked())?;
     let mut report = Report {
         files: set.files.len(),
         loaded: 0,
         bytes: 0,
         skipped: Vec::new(),
         over_budget: 0,
+        dirs_listed,
+        dir_entries,
         method: opts.method,
         workers,
         elapsed_ms: 0,
@@ -403,5 +464,48 @@ mod tests {
         )
         .expect("prewarm");
         assert_eq!((budget.loaded, budget.over_budget), (0, 6), "{budget:?}");
+    }
+
+    #[test]
+    fn lists_the_directories_on_the_way_once_and_follows_no_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        for d in ["a/b", "a/c", "elsewhere"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        for f in ["a/b/f", "a/b/g", "a/c/h"] {
+            std::fs::write(root.join(f), b"data").expect("write");
+        }
+        std::fs::write(root.join("elsewhere/x"), b"data").expect("write");
+        let mut files: Vec<HotFile> = ["a/b/f", "a/b/g", "a/c/h", "elsewhere/x"]
+            .iter()
+            .map(|f| hot_file(&root, f))
+            .collect();
+        // A directory swapped for a symlink after recording: neither listed nor read through.
+        std::fs::rename(root.join("elsewhere"), dir.path().join("moved")).expect("mv");
+        std::os::unix::fs::symlink(dir.path().join("moved"), root.join("elsewhere")).expect("ln");
+        files.sort_by(|a, b| b.path.cmp(&a.path));
+        let set = HotSet {
+            format: HOTSET_FORMAT.into(),
+            version: HOTSET_VERSION,
+            sources: vec![],
+            bytes: 16,
+            capped_bytes: 0,
+            files,
+        };
+        assert_eq!(
+            dirs_of(&set),
+            ["a", "a/b", "a/c", "elsewhere"].map(PathBuf::from),
+            "every directory once, parents first"
+        );
+        let report = prewarm(&root, &set, &Options::default()).expect("prewarm");
+        // a: b, c; a/b: f, g; a/c: h (getdents adds . and .. to each).
+        assert_eq!(
+            (report.dirs_listed, report.dir_entries),
+            (3, 5 + 3 * 2),
+            "{report:?}"
+        );
+        assert_eq!(report.loaded, 3, "{report:?}");
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
     }
 }

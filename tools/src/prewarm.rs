@@ -79,11 +79,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         common::print_json(&report)?;
     } else {
         println!(
-            "prewarmed {}: {} of {} files, {} in {} ms ({:?}, {} workers)",
+            "prewarmed {}: {} of {} files, {}, {} directories listed in {} ms ({:?}, {} workers)",
             root.display(),
             report.loaded,
             report.files,
             human_size(report.bytes),
+            report.dirs_listed,
             report.elapsed_ms,
             report.method,
             report.workers
