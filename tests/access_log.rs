@@ -373,25 +373,10 @@ fn bad_input_is_refused_clearly() {
 fn a_union_root_is_traced_through_passthrough_and_the_page_cache() {
     let c = Contexts::new();
     let template = context_support::guest(c.dir.path(), "template");
-    let (private, root) = (c.dir.path().join("private"), c.dir.path().join("root"));
-    for d in [&private, &root] {
-        std::fs::create_dir(d).expect("mkdir");
-    }
     std::fs::create_dir_all(template.join("srv")).expect("mkdir");
     cold_file(&template.join("srv/large"), 400 << 10); // passthrough (≥ 64 KiB)
     cold_file(&template.join("srv/small"), 20 << 10); // the mount's page cache
-    let branches = format!("{}=rw:{}=ro", private.display(), template.display());
-    c.ok(&[
-        "create",
-        "--xid",
-        "24",
-        "--name",
-        "unioned",
-        "--root",
-        root.to_str().expect("utf-8"),
-        "--branches",
-        &branches,
-    ]);
+    c.create_on_union(24, "unioned", &template);
     // A first run mounts the root, so the trace can walk it.
     run_in(&c, "unioned", &["true"]);
     let (mut st, session) = start(&c, "unioned", 8 << 20);

@@ -10,23 +10,8 @@ use context_support::{Contexts, guest, program_ids};
 fn a_context_runs_on_a_union_root_and_writes_only_to_its_own_branch() {
     let c = Contexts::new();
     let template = guest(c.dir.path(), "template");
-    let private = c.dir.path().join("private");
-    let root = c.dir.path().join("root");
-    std::fs::create_dir(&private).expect("mkdir private");
-    std::fs::create_dir(&root).expect("mkdir root");
     let motd_before = std::fs::read(template.join("etc/motd")).expect("template motd");
-    let branches = format!("{}=rw:{}=ro", private.display(), template.display());
-    c.ok(&[
-        "create",
-        "--xid",
-        "31",
-        "--name",
-        "unioned",
-        "--root",
-        root.to_str().expect("utf-8"),
-        "--branches",
-        &branches,
-    ]);
+    let (private, root) = c.create_on_union(31, "unioned", &template);
 
     let out = c.ok(&[
         "run",

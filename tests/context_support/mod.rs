@@ -101,6 +101,29 @@ impl Contexts {
         serde_json::from_slice(&out.stdout).expect("vps --json is JSON")
     }
 
+    /// Creates context `name` whose root is a union of a new private (writable) branch over
+    /// `template` (read-only); returns the private branch and the root mountpoint.
+    pub fn create_on_union(&self, xid: u32, name: &str, template: &Path) -> (PathBuf, PathBuf) {
+        let private = self.dir.path().join(format!("{name}-private"));
+        let root = self.dir.path().join(format!("{name}-root"));
+        for d in [&private, &root] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        let branches = format!("{}=rw:{}=ro", private.display(), template.display());
+        self.ok(&[
+            "create",
+            "--xid",
+            &xid.to_string(),
+            "--name",
+            name,
+            "--root",
+            root.to_str().expect("utf-8"),
+            "--branches",
+            &branches,
+        ]);
+        (private, root)
+    }
+
     /// The registry instance (names the cgroups of this state directory).
     pub fn instance(&self) -> String {
         StateDir::open(&self.state())
