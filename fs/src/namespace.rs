@@ -339,7 +339,9 @@ impl UnionFs {
             } else {
                 node.clone()
             };
-            let loc = self.locate(&set, &holder)?;
+            // A link to a file left in a read-only branch would let writes through the new
+            // name reach it.
+            let loc = self.locate_writable(&set, &holder)?;
             (holder, loc)
         };
         let pdir = self.ensure_dir_in_rw(&set, &dir.node)?;

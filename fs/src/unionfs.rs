@@ -386,7 +386,7 @@ impl UnionFs {
     ) -> io::Result<Located> {
         if node.is_dir() {
             self.ensure_dir_in_rw(set, node)?;
-            return self.locate(set, node);
+            return self.locate_writable(set, node);
         }
         let _copying = node.copy_lock.lock();
         self.make_private(set, node, truncate_to)
@@ -410,7 +410,27 @@ impl UnionFs {
             return Ok(loc);
         }
         let holder = self.copy_to_rw(set, node, &loc, &st, CopyUp::Private(truncate_to))?;
-        self.locate(set, &holder)
+        self.locate_writable(set, &holder)
+    }
+
+    /// [`UnionFs::locate`] for a caller about to modify what it finds: the node must be in the
+    /// writable branch. It was put there just before, but a racing unlink or rename can take
+    /// the copy away before it is reached again, and the name may then lead to a read-only
+    /// branch, where nothing may change (`tests/reliability_hostile.rs` caught an append that
+    /// landed in the read-only branch this way). ESTALE makes the kernel look the name up
+    /// again and retry the operation on what the name is now.
+    pub(crate) fn locate_writable(&self, set: &BranchSet, node: &Node) -> io::Result<Located> {
+        let w = Self::write_branch(set)?;
+        let loc = self.locate(set, node)?;
+        if loc.branch != w {
+            tracing::debug!(
+                node = node.id,
+                branch = loc.branch,
+                "moved out of the writable branch by a racing change"
+            );
+            return Err(sys::err(libc::ESTALE));
+        }
+        Ok(loc)
     }
 
     /// Copies (or, for `CopyUp::Share` of a store-linked file, links) the entry of `node` into
