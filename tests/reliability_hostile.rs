@@ -9,7 +9,7 @@
 //! before and compared after.
 //!
 //! Budget: `COWFS_REL_RACE_ROUNDS` [100; the race `UnionFs::locate_writable` closes, an append
-//! that reached the read-only branch, passed 20-round CI runs and failed 5 of 7 200-round runs
+//! that reached the read-only branch, passed 20-round CI runs and failed 8 of 11 200-round runs
 //! before the fix]. Replay: `COWFS_REL_SEED`.
 
 mod common;
