@@ -422,3 +422,79 @@ fn writes_drop_set_id_bits_and_capabilities_without_a_request_per_write() {
             .arg(l.dir("rw/cap")));
     }
 }
+
+/// `noopen` on a union without a writable branch: after the first OPEN (answered ENOSYS) the
+/// kernel opens nothing; a warm open+read+close of a small file costs no request, large files
+/// are read through the daemon, writes fail with EROFS, and no writable branch can join.
+#[test]
+fn a_read_only_union_without_opens_reads_everything_and_writes_nothing() {
+    let l = Layout::new();
+    let (small, big) = (content(5000, 3), content(1 << 20, 4));
+    std::fs::create_dir(l.dir("ro/d")).expect("mkdir");
+    std::fs::write(l.dir("ro/d/small"), &small).expect("write");
+    std::fs::write(l.dir("ro/big"), &big).expect("write");
+    let refused = cowfs()
+        .args(["mount", "-o", &format!("{},noopen", l.dirs()), "none"])
+        .arg(l.dir("mnt"))
+        .output()
+        .expect("cowfs mount");
+    assert!(!refused.status.success(), "noopen over a writable branch");
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        msg.contains("noopen needs a union without a writable branch"),
+        "{msg}"
+    );
+
+    let m = Mounted::new(
+        &format!("dirs={}=ro,noopen", l.dir("ro").display()),
+        &l.dir("mnt"),
+    );
+    // Twice: reads through the daemon leave the attributes' atime to be fetched once more.
+    for _ in 0..2 {
+        assert_eq!(read_all(&m.path("d/small")), small);
+        assert_eq!(read_all(&m.path("big")), big);
+    }
+    let before = stats(&m);
+    for _ in 0..3 {
+        assert_eq!(read_all(&m.path("d/small")), small);
+        assert_eq!(read_all(&m.path("big")), big);
+    }
+    let warm = delta(&before, &stats(&m));
+    assert_eq!(
+        warm,
+        BTreeMap::new(),
+        "warm reads asked the daemon: {warm:?}"
+    );
+    // A cold read goes to the daemon, which opens the backing file for each READ only.
+    let out = Command::new("sh")
+        .args(["-c", "echo 3 > /proc/sys/vm/drop_caches"])
+        .status()
+        .expect("drop caches");
+    assert!(out.success());
+    let before = stats(&m);
+    assert_eq!(read_all(&m.path("big")), big);
+    let cold = delta(&before, &stats(&m));
+    assert!(cold.get("read").is_some_and(|&n| n > 0), "{cold:?}");
+    assert_eq!(cold.get("open"), None, "{cold:?}");
+
+    let write = OpenOptions::new()
+        .append(true)
+        .open(m.path("d/small"))
+        .and_then(|mut f| f.write_all(b"x"));
+    let err = write.expect_err("a write through a noopen union");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert_eq!(std::fs::read(l.dir("ro/d/small")).expect("branch"), small);
+
+    let add = unionctl()
+        .arg(&m.mnt)
+        .args(["add"])
+        .arg(format!("{}=rw", l.dir("rw").display()))
+        .output()
+        .expect("unionctl");
+    assert!(
+        !add.status.success(),
+        "a writable branch joined a noopen union"
+    );
+    let msg = String::from_utf8_lossy(&add.stderr);
+    assert!(msg.contains("read-only branches only"), "{msg}");
+}

@@ -71,6 +71,9 @@ fn main() -> Result<()> {
     let mut requests = Requests::new();
     for target in &targets {
         for workload in &workloads {
+            if workload.writes() && !target.is_writable() {
+                continue;
+            }
             for cold in [true, false] {
                 if cold && args.no_cold {
                     continue;

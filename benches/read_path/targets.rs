@@ -15,6 +15,9 @@ enum Kind {
     FuseOverlayfs,
     /// cowfs with these mount options on top of the defaults.
     Cowfs(&'static str),
+    /// cowfs over the lower layer alone (no writable branch), with these options: for modes
+    /// only a read-only union allows. Workloads that write are not run on it.
+    CowfsReadOnly(&'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +58,10 @@ pub fn all() -> Vec<Target> {
             kind: Kind::Cowfs("entry_timeout=1,attr_timeout=1"),
         },
         Target {
+            name: "cowfs-noopen-ro",
+            kind: Kind::CowfsReadOnly("noopen"),
+        },
+        Target {
             name: "cowfs",
             kind: Kind::Cowfs(""),
         },
@@ -64,7 +71,7 @@ pub fn all() -> Vec<Target> {
 /// The options of a cowfs target (for the report).
 pub fn cowfs_options(t: &Target) -> Option<&'static str> {
     match t.kind {
-        Kind::Cowfs(o) => Some(o),
+        Kind::Cowfs(o) | Kind::CowfsReadOnly(o) => Some(o),
         _ => None,
     }
 }
@@ -83,6 +90,11 @@ pub struct Mounted {
 impl Target {
     pub fn is_native(&self) -> bool {
         matches!(self.kind, Kind::Native)
+    }
+
+    /// Whether the target can take writes (has a writable layer).
+    pub fn is_writable(&self) -> bool {
+        !matches!(self.kind, Kind::CowfsReadOnly(_))
     }
 
     pub fn mount(&self, data: &DataSet) -> Result<Mounted> {
@@ -118,8 +130,11 @@ impl Target {
             Kind::FuseOverlayfs => run(Command::new("fuse-overlayfs")
                 .args(["-o", &layers])
                 .arg(&mnt))?,
-            Kind::Cowfs(extra) => {
-                let mut opts = layers.clone();
+            Kind::Cowfs(extra) | Kind::CowfsReadOnly(extra) => {
+                let mut opts = match self.kind {
+                    Kind::CowfsReadOnly(_) => format!("dirs={lower}=ro"),
+                    _ => layers.clone(),
+                };
                 if !extra.is_empty() {
                     opts = format!("{opts},{extra}");
                 }
@@ -130,14 +145,14 @@ impl Target {
         }
         let daemon = match self.kind {
             Kind::FuseOverlayfs => Some(daemon_of(&mnt, "fuse-overlayfs")?),
-            Kind::Cowfs(_) => Some(daemon_of(&mnt, "cowfs")?),
+            Kind::Cowfs(_) | Kind::CowfsReadOnly(_) => Some(daemon_of(&mnt, "cowfs")?),
             _ => None,
         };
         Ok(Mounted {
             write_dir: mnt.join("w"),
             root: mnt.clone(),
             daemon,
-            is_cowfs: matches!(self.kind, Kind::Cowfs(_)),
+            is_cowfs: matches!(self.kind, Kind::Cowfs(_) | Kind::CowfsReadOnly(_)),
             mountpoint: Some(mnt),
             base,
         })

@@ -41,6 +41,12 @@ pub struct Workload {
     run: Step,
 }
 
+impl Workload {
+    pub fn writes(&self) -> bool {
+        self.writes
+    }
+}
+
 pub fn all() -> Vec<Workload> {
     vec![
         Workload {

@@ -313,19 +313,18 @@ impl UnionFs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> io::Result<Vec<u8>> {
-        let h = self.open_file(fh)?;
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match h.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        read_fully(&self.open_file(fh)?.file, offset, size)
+    }
+
+    /// A read of a file the kernel never opened (the `noopen` mount): the backing file is
+    /// opened for this one read, so no descriptor is held per inode.
+    pub fn read_unopened(&self, id: NodeId, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+        let node = self.nodes.current(id)?;
+        if node.is_dir() {
+            return Err(sys::err(libc::EISDIR));
         }
-        buf.truncate(done);
-        Ok(buf)
+        let loc = self.locate(&self.snapshot(), &node)?;
+        read_fully(&self.open_located(&loc, libc::O_RDONLY)?, offset, size)
     }
 
     /// Writes through the daemon (no passthrough); `kill_setid` is the kernel's request to
@@ -633,4 +632,20 @@ fn unknown_ino(dir: NodeId, name: &OsStr) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes.as_bytes()[..8]);
     u64::from_le_bytes(first) | (1 << 63)
+}
+
+/// Up to `size` bytes at `offset`; fewer only at the end of the file.
+fn read_fully(file: &File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
 }

@@ -46,6 +46,10 @@ pub struct KernelCache {
     pub cache_symlinks: bool,
     /// Let the kernel run lookups and listings of one directory in parallel.
     pub parallel_dirops: bool,
+    /// Answer OPEN (and FLUSH). Without it (`noopen`, read-only unions only) the kernel stops
+    /// sending both and reads files by inode: a warm open+read+close costs no round trip, but
+    /// no file is passed through either, so large files are read through the daemon.
+    pub open: bool,
 }
 
 impl Default for KernelCache {
@@ -59,6 +63,7 @@ impl Default for KernelCache {
             passthrough_min: 64 * 1024,
             cache_symlinks: true,
             parallel_dirops: true,
+            open: true,
         }
     }
 }
@@ -71,6 +76,11 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
+    /// A request about a file the kernel did not open (the `noopen` mount): handle 0.
+    fn unopened(&self, fh: FileHandle) -> bool {
+        fh.0 == 0 && !self.cache.open
+    }
+
     pub fn new(fs: Arc<UnionFs>, cache: KernelCache) -> FuseAdapter {
         FuseAdapter {
             fs,
@@ -527,6 +537,10 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.count(Op::Open);
+        if !self.cache.open {
+            // The kernel stops asking: later opens cost nothing, READs come with handle 0.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.open(ino.0, flags.0, unprivileged(req)) {
             Ok(fh) => self.reply_open(reply, ino.0, fh, !unprivileged(req)),
             Err(e) => reply.error(errno(e)),
@@ -536,7 +550,7 @@ impl Filesystem for FuseAdapter {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -545,7 +559,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         self.count(Op::Read);
-        match self.fs.read(fh.0, offset, size) {
+        let data = if self.unopened(fh) {
+            self.fs.read_unopened(ino.0, offset, size)
+        } else {
+            self.fs.read(fh.0, offset, size)
+        };
+        match data {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
         }
@@ -564,6 +583,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         self.count(Op::Write);
+        if self.unopened(fh) {
+            // A noopen union has no writable branch.
+            return reply.error(Errno::EROFS);
+        }
         let kill_setid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self.fs.write(fh.0, offset, data, kill_setid) {
             Ok(n) => reply.written(n as u32),
@@ -580,6 +603,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Flush);
+        if !self.cache.open {
+            // Nothing is ever buffered, and unopened files have nothing to flush: the kernel
+            // stops sending FLUSH on every close.
+            return reply.error(Errno::ENOSYS);
+        }
         // Data goes straight to the backing file on write; nothing is buffered here.
         reply.ok();
     }
@@ -609,6 +637,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Fsync);
+        if self.unopened(fh) {
+            return reply.ok(); // nothing was written through it
+        }
         done(reply, self.fs.fsync(fh.0, datasync))
     }
 
@@ -836,6 +867,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Fallocate);
+        if self.unopened(fh) {
+            return reply.error(Errno::EROFS);
+        }
         done(reply, self.fs.fallocate(fh.0, mode, offset, length))
     }
 
@@ -849,6 +883,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyLseek,
     ) {
         self.count(Op::Lseek);
+        if self.unopened(fh) {
+            // The kernel seeks by itself from now on.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(errno(e)),
@@ -869,6 +907,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         self.count(Op::CopyFileRange);
+        if self.unopened(fh_in) || self.unopened(fh_out) {
+            // The kernel copies through reads and writes from now on.
+            return reply.error(Errno::ENOSYS);
+        }
         match self
             .fs
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)

@@ -278,6 +278,7 @@ impl Daemon {
             negative_ttl: options.negative_timeout,
             mountpoint: Some(mountpoint.clone()),
             generation,
+            read_only: !options.kernel.open,
         };
         let (fs, invalidations) = UnionFs::new(branches, config);
         let control = ControlServer::start(fs.clone(), &mountpoint).map_err(MountError::Control)?;

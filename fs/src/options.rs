@@ -103,6 +103,10 @@ pub enum OptionsError {
     WorkdirWithoutUpper,
     #[error("branch {0} is listed twice")]
     DuplicateBranch(PathBuf),
+    #[error(
+        "noopen needs a union without a writable branch ({0} is writable): files read without being opened cannot be copied up before a write"
+    )]
+    NoOpenWithWritableBranch(PathBuf),
 }
 
 /// Splits at unescaped `sep`, keeping escapes (they are resolved at the leaves).
@@ -335,6 +339,8 @@ pub fn parse(source: &str, option_strings: &[&str]) -> Result<MountOptions, Opti
                 "nocache_dir" => o.kernel.cache_dir = false,
                 "opendir" => o.kernel.opendir = true,
                 "noopendir" => o.kernel.opendir = false,
+                "open" => o.kernel.open = true,
+                "noopen" => o.kernel.open = false,
                 "passthrough_min" => o.kernel.passthrough_min = bytes(key, need(value)?)?,
                 "cache_symlinks" => o.kernel.cache_symlinks = true,
                 "nocache_symlinks" => o.kernel.cache_symlinks = false,
@@ -389,6 +395,11 @@ pub fn parse(source: &str, option_strings: &[&str]) -> Result<MountOptions, Opti
         if o.branches[..i].iter().any(|p| p.path == b.path) {
             return Err(OptionsError::DuplicateBranch(b.path.clone()));
         }
+    }
+    if !o.kernel.open
+        && let Some(rw) = o.branches.iter().find(|b| b.mode == BranchMode::Rw)
+    {
+        return Err(OptionsError::NoOpenWithWritableBranch(rw.path.clone()));
     }
     Ok(o)
 }
@@ -469,6 +480,19 @@ mod tests {
         assert!(!o.kernel.passthrough && o.kernel.opendir && !o.kernel.readdirplus);
         assert!(!o.kernel.cache_symlinks && !o.kernel.parallel_dirops);
         assert_eq!(o.kernel.passthrough_min, 4 << 20);
+        let o = parse("none", &["dirs=/a=ro:/b=ro,noopen"]).expect("noopen, read-only");
+        assert!(!o.kernel.open);
+        for writable in [
+            "dirs=/a=rw:/b=ro,noopen",
+            "dirs=/a:/b=ro,noopen",
+            "lowerdir=/b,upperdir=/a,workdir=/w,noopen",
+        ] {
+            let e = parse("none", &[writable]).expect_err(writable);
+            assert!(
+                matches!(e, OptionsError::NoOpenWithWritableBranch(_)),
+                "{writable}: {e}"
+            );
+        }
         for bad in [
             "passthrough_min=",
             "passthrough_min=4X",

@@ -42,6 +42,9 @@ pub struct FsConfig {
     pub mountpoint: Option<PathBuf>,
     /// Distinguishes this mount's node ids from an earlier mount's.
     pub generation: u64,
+    /// No writable branch may ever join (the `noopen` mount: files are read without being
+    /// opened, so nothing could be copied up before a write).
+    pub read_only: bool,
 }
 
 impl Default for FsConfig {
@@ -52,6 +55,7 @@ impl Default for FsConfig {
             negative_ttl: Duration::ZERO,
             mountpoint: None,
             generation: 0,
+            read_only: false,
         }
     }
 }
@@ -116,6 +120,8 @@ pub enum BranchChangeError {
     NotABranch(PathBuf),
     #[error("{0} is the only branch: a union needs at least one")]
     LastBranch(PathBuf),
+    #[error("{0}: this union was mounted with noopen and takes read-only branches only")]
+    ReadOnlyUnion(PathBuf),
 }
 
 /// Where a node's backing entry is: its branch, the fd of its directory there, and its name
@@ -552,6 +558,9 @@ impl UnionFs {
         mode: BranchMode,
         position: Position,
     ) -> Result<(), BranchChangeError> {
+        if self.config.read_only && mode == BranchMode::Rw {
+            return Err(BranchChangeError::ReadOnlyUnion(path.to_path_buf()));
+        }
         let _changing = self.branch_change.lock();
         let current = self.snapshot();
         // Check before opening: opening a writable branch cleans its work directory, and a

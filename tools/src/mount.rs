@@ -27,7 +27,9 @@ pub struct Args {
     /// fast path, each on by default and off with the "no" form: passthrough (file data served
     /// by the kernel; passthrough_min=SIZE, default 64K, is the smallest file a read-only open
     /// passes through), keep_cache, cache_dir, readdirplus, cache_symlinks, parallel_dirops;
-    /// opendir (off by default: the kernel then reads directories without opening them).
+    /// opendir (off by default: the kernel then reads directories without opening them);
+    /// noopen, for unions without a writable branch only: the kernel reads files without
+    /// opening them (no round trip for a warm open, but no passthrough either).
     /// Multi-threaded: threads=N (default: the CPUs, 2 to 8) and noclone_fd. The kernel always
     /// checks permissions (default_permissions): the daemon relies on it.
     #[arg(short = 'o', value_name = "OPTIONS", required = true)]
