@@ -17,15 +17,7 @@ use cowfs_kmod::lifecycle::StateDir;
 /// A context `name` (xid) on a private copy of corpus guest g1.
 fn context(c: &Contexts, xid: u32, name: &str) -> PathBuf {
     let root = context_support::guest(c.dir.path(), name);
-    c.ok(&[
-        "create",
-        "--xid",
-        &xid.to_string(),
-        "--name",
-        name,
-        "--root",
-        root.to_str().expect("utf-8"),
-    ]);
+    c.create(xid, name, &root, &[]);
     root
 }
 

@@ -110,18 +110,24 @@ impl Contexts {
             std::fs::create_dir(d).expect("mkdir");
         }
         let branches = format!("{}=rw:{}=ro", private.display(), template.display());
-        self.ok(&[
+        self.create(xid, name, &root, &["--branches", &branches]);
+        (private, root)
+    }
+
+    /// `vcontext create --xid XID --name NAME --root ROOT EXTRA…`, which must succeed.
+    pub fn create(&self, xid: u32, name: &str, root: &Path, extra: &[&str]) -> String {
+        let xid = xid.to_string();
+        let mut args = vec![
             "create",
             "--xid",
-            &xid.to_string(),
+            &xid,
             "--name",
             name,
             "--root",
             root.to_str().expect("utf-8"),
-            "--branches",
-            &branches,
-        ]);
-        (private, root)
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args)
     }
 
     /// The registry instance (names the cgroups of this state directory).
