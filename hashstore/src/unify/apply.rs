@@ -691,23 +691,14 @@ fn replace(ctx: &Ctx<'_>, dirfd: BorrowedFd<'_>, f: u32, key: &Key) -> PathOutco
     };
     // Held until the path is settled: an inode number identifies the checked file only while
     // it lives (see `swap.rs`); its last link goes with the swap, and a reaper frees it.
-    let held = match nix::fcntl::openat(
-        dirfd,
-        name,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) => {
+    let held = match swap::hold(dirfd, name) {
+        Ok((fd, ino)) if ino == (w.st_dev, w.st_ino) => fd,
+        Ok(_) => return PathOutcome::Skip(SkipReason::Changed, "changed during the run".into()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             return PathOutcome::Skip(SkipReason::Vanished, "disappeared".into());
         }
         Err(e) => return PathOutcome::Skip(SkipReason::Error, e.to_string()),
     };
-    match sys::fstat(held.as_fd()) {
-        Ok(st) if st.st_ino == w.st_ino && st.st_dev == w.st_dev => {}
-        Ok(_) => return PathOutcome::Skip(SkipReason::Changed, "changed during the run".into()),
-        Err(e) => return PathOutcome::Skip(SkipReason::Error, e.to_string()),
-    }
     let mut held = Some(held);
     for _attempt in 0..16 {
         let (target, target_ino) = {

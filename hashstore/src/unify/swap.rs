@@ -44,7 +44,7 @@ fn ino_of(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(u64, u64)> {
 
 /// Holds the inode `name` refers to, so that its number cannot be reused by a new file while we
 /// compare numbers; returns the hold and the number.
-fn hold(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(OwnedFd, (u64, u64))> {
+pub(crate) fn hold(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(OwnedFd, (u64, u64))> {
     let fd = nix::fcntl::openat(
         dir,
         name,
