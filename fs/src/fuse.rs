@@ -541,8 +541,9 @@ impl Filesystem for FuseAdapter {
             // The kernel stops asking: later opens cost nothing, READs come with handle 0.
             return reply.error(Errno::ENOSYS);
         }
-        match self.fs.open(ino.0, flags.0, unprivileged(req)) {
-            Ok(fh) => self.reply_open(reply, ino.0, fh, !unprivileged(req)),
+        let unprivileged = unprivileged(req);
+        match self.fs.open(ino.0, flags.0, unprivileged) {
+            Ok(fh) => self.reply_open(reply, ino.0, fh, !unprivileged),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -700,6 +701,10 @@ impl Filesystem for FuseAdapter {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(e)),
         };
+        if entries.is_empty() {
+            // The end of the listing (every pass ends with one): no directory to open.
+            return reply.ok();
+        }
         let ttl = self.entry_ttl();
         let lookups = match self.fs.dir_lookups(ino.0) {
             Ok(l) => l,
