@@ -550,25 +550,25 @@ fn chown_utimes_removexattr_and_writable_opens_break_the_link_too() {
             "{name}: still linked to the object"
         );
     };
-    let id = f.node("chown").expect("chown");
-    f.fs.setattr(
-        id,
+    let set = |name: &str, attr: SetAttr| {
+        let id = f.node(name).expect(name);
+        f.fs.setattr(id, attr, None).expect(name);
+    };
+    set(
+        "chown",
         SetAttr {
             uid: Some(1000),
             gid: Some(1000),
             ..SetAttr::default()
         },
-        None,
-    )
-    .expect("chown");
+    );
     broken("chown", 11);
     assert_eq!(
         std::fs::metadata(f.rw.join("chown")).expect("m").uid(),
         1000
     );
-    let id = f.node("utimes").expect("utimes");
-    f.fs.setattr(
-        id,
+    set(
+        "utimes",
         SetAttr {
             mtime: Some(cowfs_fs::fileops::SetTime::At(cowfs_fs::attr::Timespec {
                 sec: 1_000_000,
@@ -576,9 +576,7 @@ fn chown_utimes_removexattr_and_writable_opens_break_the_link_too() {
             })),
             ..SetAttr::default()
         },
-        None,
-    )
-    .expect("utimes");
+    );
     broken("utimes", 12);
     assert_eq!(
         std::fs::metadata(f.rw.join("utimes")).expect("m").mtime(),
