@@ -113,6 +113,14 @@ mod tests {
             let fd = std::fs::File::open(tmp.path()).expect("open dir");
             Dir { tmp, fd }
         }
+
+        /// A path holding "old" (checked) and the object's link next to it (placed).
+        fn checked_and_placed() -> (Dir, (u64, u64), (u64, u64)) {
+            let d = Dir::new();
+            let checked = d.write("path", b"old");
+            let placed = d.link_object(b"old (object)");
+            (d, checked, placed)
+        }
         fn write(&self, name: &str, data: &[u8]) -> (u64, u64) {
             let p = self.tmp.path().join(name);
             std::fs::write(&p, data).expect("write");
@@ -161,9 +169,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_path_gets_the_link() {
-        let d = Dir::new();
-        let checked = d.write("path", b"old");
-        let placed = d.link_object(b"old (object)");
+        let (d, checked, placed) = Dir::checked_and_placed();
         assert_eq!(swap(&d, checked, placed, |_| {}), Swapped::Linked);
         assert_eq!(d.read("path"), b"old (object)");
         assert_eq!(
@@ -175,9 +181,7 @@ mod tests {
 
     #[test]
     fn a_file_renamed_onto_the_path_just_before_is_kept() {
-        let d = Dir::new();
-        let checked = d.write("path", b"old");
-        let placed = d.link_object(b"old (object)");
+        let (d, checked, placed) = Dir::checked_and_placed();
         let r = swap(&d, checked, placed, |step| {
             if step == 0 {
                 d.replace("path", b"new");
@@ -194,9 +198,7 @@ mod tests {
 
     #[test]
     fn writers_racing_the_give_back_keep_the_newest() {
-        let d = Dir::new();
-        let checked = d.write("path", b"old");
-        let placed = d.link_object(b"old (object)");
+        let (d, checked, placed) = Dir::checked_and_placed();
         let r = swap(&d, checked, placed, |step| match step {
             0 => d.replace("path", b"first"),
             1 => d.replace("path", b"second"),
